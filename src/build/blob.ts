@@ -1,0 +1,112 @@
+import { createHash, randomBytes, type Hash } from 'node:crypto';
+import { mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+
+/**
+ * A blob device being written: block-aligned chunks appended to a temporary file, which becomes
+ * `blobs/sha256/<digest>` only when complete. Chunks are written tentatively and may be taken back
+ * (a duplicate found after streaming it), so data never has to be held in memory.
+ */
+export class BlobWriter {
+  private endBytes = 0;
+  private sha256: Hash | null = createHash('sha256');
+  private closed = false;
+
+  private constructor(
+    private readonly file: FileHandle,
+    readonly tempPath: string,
+    readonly blobsDir: string,
+    readonly blockSizeBytes: number,
+  ) {}
+
+  /** Opens a temporary blob inside `<storeDir>/blobs/sha256`. */
+  static async create(storeDir: string, blockSizeBytes: number): Promise<BlobWriter> {
+    const blobsDir = path.join(storeDir, 'blobs', 'sha256');
+    await mkdir(blobsDir, { recursive: true });
+    const tempPath = path.join(blobsDir, `.tmp-blob-${process.pid}-${randomBytes(6).toString('hex')}`);
+    const file = await open(tempPath, 'wx+');
+    return new BlobWriter(file, tempPath, blobsDir, blockSizeBytes);
+  }
+
+  /** Next free block, where the next chunk starts. */
+  get nextBlkaddr(): number {
+    return this.endBytes / this.blockSizeBytes;
+  }
+
+  /**
+   * Writes bytes at `positionBytes` (≥ the committed end) without committing them. The running
+   * digest only follows writes that extend the committed end in order.
+   */
+  async writeAt(bytes: Uint8Array, positionBytes: number): Promise<void> {
+    let written = 0;
+    while (written < bytes.length) {
+      const { bytesWritten } = await this.file.write(bytes, written, bytes.length - written, positionBytes + written);
+      written += bytesWritten;
+    }
+  }
+
+  /**
+   * Commits a chunk written at the current end: `dataBytes` of data, padded with zeros to a block.
+   * `hashed` says the caller already fed exactly those bytes to `updateDigest` in order.
+   */
+  async commitChunk(dataBytes: number): Promise<number> {
+    const blkaddr = this.nextBlkaddr;
+    const padded = Math.ceil(dataBytes / this.blockSizeBytes) * this.blockSizeBytes;
+    if (padded > dataBytes) {
+      const zeros = Buffer.alloc(padded - dataBytes);
+      await this.writeAt(zeros, this.endBytes + dataBytes);
+      this.sha256?.update(zeros);
+    }
+    this.endBytes += padded;
+    return blkaddr;
+  }
+
+  /** Feeds chunk bytes being written at the end to the blob digest, in order. */
+  updateDigest(bytes: Uint8Array): void {
+    this.sha256?.update(bytes);
+  }
+
+  /** A tentatively written chunk was dropped after some of it reached the digest: recompute at the end. */
+  invalidateDigest(): void {
+    this.sha256 = null;
+  }
+
+  /** Size written so far, in blocks. */
+  get lengthBlocks(): number {
+    return this.endBytes / this.blockSizeBytes;
+  }
+
+  /** Truncates to the committed end, fsyncs, names the blob by its sha256 and returns it. */
+  async finish(): Promise<{ path: string; digest: string; sizeBytes: number; blocks: number }> {
+    await this.file.truncate(this.endBytes);
+    let digest: string;
+    if (this.sha256 !== null) {
+      digest = this.sha256.digest('hex');
+    } else {
+      const hash = createHash('sha256');
+      const buffer = Buffer.allocUnsafe(1 << 20);
+      for (let pos = 0; pos < this.endBytes; ) {
+        const { bytesRead } = await this.file.read(buffer, 0, Math.min(buffer.length, this.endBytes - pos), pos);
+        if (bytesRead === 0) break;
+        hash.update(buffer.subarray(0, bytesRead));
+        pos += bytesRead;
+      }
+      digest = hash.digest('hex');
+    }
+    await this.file.sync();
+    await this.file.close();
+    this.closed = true;
+    const finalPath = path.join(this.blobsDir, digest);
+    await rename(this.tempPath, finalPath);
+    return { path: finalPath, digest, sizeBytes: this.endBytes, blocks: this.lengthBlocks };
+  }
+
+  /** Drops the temporary file (a failed build leaves nothing behind). */
+  async abort(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      await this.file.close().catch(() => undefined);
+    }
+    await rm(this.tempPath, { force: true });
+  }
+}

@@ -1,0 +1,134 @@
+import { Blake3Hasher, blake3 } from '@napi-rs/blake-hash';
+import type { ChunkIndex } from '../format/chunk.js';
+import type { BlobWriter } from './blob.js';
+import type { RegularData } from './tree.js';
+
+/** Chunk digest (BLAKE3 and length) to where that chunk is already stored. */
+export interface ChunkDictionary {
+  get(key: string): ChunkIndex | undefined;
+  set(key: string, index: ChunkIndex): void;
+}
+
+/** Positional reads of one source file. */
+export type ReadAt = (buffer: Buffer, offsetInBuffer: number, lengthBytes: number, positionBytes: number) => Promise<number>;
+
+export interface ChunkStats {
+  chunksWritten: number;
+  chunksReused: number;
+  holeChunks: number;
+  bytesWritten: number;
+  bytesReused: number;
+}
+
+export class SourceChangedError extends Error {
+  readonly code = 'ERR_SOURCE_CHANGED';
+  constructor(readonly sourcePath: string, expectedBytes: number, gotBytes: number) {
+    super(`${sourcePath}: file shrank while being read (expected ${expectedBytes} bytes, got ${gotBytes})`);
+    this.name = 'SourceChangedError';
+  }
+}
+
+/** Chunks up to this size are read whole into memory; larger ones stream through in pieces. */
+const WHOLE_CHUNK_LIMIT_BYTES = 4 << 20;
+const ZEROS = Buffer.alloc(WHOLE_CHUNK_LIMIT_BYTES);
+
+function isAllZero(bytes: Buffer): boolean {
+  return bytes.equals(ZEROS.subarray(0, bytes.length));
+}
+
+/**
+ * Splits files into fixed-size chunks, stores each new chunk once in the blob, and answers with the
+ * file's chunk indexes. All-zero chunks become holes (they read as zeros and take no blob space),
+ * as erofs-utils 1.8+ does.
+ */
+export class Chunker {
+  readonly stats: ChunkStats = { chunksWritten: 0, chunksReused: 0, holeChunks: 0, bytesWritten: 0, bytesReused: 0 };
+  private readonly buffer = Buffer.allocUnsafe(WHOLE_CHUNK_LIMIT_BYTES);
+
+  constructor(
+    private readonly blob: BlobWriter,
+    private readonly deviceId: number,
+    private readonly dictionary: ChunkDictionary = new Map(),
+  ) {}
+
+  async chunkFile(sourcePath: string, readAt: ReadAt, sizeBytes: number, chunkBits: number): Promise<RegularData> {
+    const chunkSizeBytes = 2 ** chunkBits;
+    const chunks: ChunkIndex[] = [];
+    for (let offset = 0; offset < sizeBytes; offset += chunkSizeBytes) {
+      const lengthBytes = Math.min(chunkSizeBytes, sizeBytes - offset);
+      chunks.push(
+        lengthBytes <= WHOLE_CHUNK_LIMIT_BYTES
+          ? await this.wholeChunk(sourcePath, readAt, offset, lengthBytes)
+          : await this.streamedChunk(sourcePath, readAt, offset, lengthBytes),
+      );
+    }
+    return { kind: 'chunks', sizeBytes, chunkBits, chunks };
+  }
+
+  private async readFully(sourcePath: string, readAt: ReadAt, target: Buffer, positionBytes: number, expectedTotal: number): Promise<void> {
+    let done = 0;
+    while (done < target.length) {
+      const got = await readAt(target, done, target.length - done, positionBytes + done);
+      if (got === 0) throw new SourceChangedError(sourcePath, expectedTotal, positionBytes + done);
+      done += got;
+    }
+  }
+
+  private async wholeChunk(sourcePath: string, readAt: ReadAt, offset: number, lengthBytes: number): Promise<ChunkIndex> {
+    const bytes = this.buffer.subarray(0, lengthBytes);
+    await this.readFully(sourcePath, readAt, bytes, offset, offset + lengthBytes);
+    if (isAllZero(bytes)) {
+      this.stats.holeChunks++;
+      return { deviceId: 0, blkaddr: null };
+    }
+    const key = `${blake3(bytes).toString('hex')}:${lengthBytes}`;
+    const known = this.dictionary.get(key);
+    if (known !== undefined) {
+      this.stats.chunksReused++;
+      this.stats.bytesReused += lengthBytes;
+      return known;
+    }
+    const start = this.blob.nextBlkaddr * this.blob.blockSizeBytes;
+    await this.blob.writeAt(bytes, start);
+    this.blob.updateDigest(bytes);
+    const index = { deviceId: this.deviceId, blkaddr: await this.blob.commitChunk(lengthBytes) };
+    this.dictionary.set(key, index);
+    this.stats.chunksWritten++;
+    this.stats.bytesWritten += lengthBytes;
+    return index;
+  }
+
+  /** A chunk too large to hold: written tentatively while hashed, taken back if it was known. */
+  private async streamedChunk(sourcePath: string, readAt: ReadAt, offset: number, lengthBytes: number): Promise<ChunkIndex> {
+    const hasher = new Blake3Hasher();
+    const start = this.blob.nextBlkaddr * this.blob.blockSizeBytes;
+    let allZero = true;
+    for (let done = 0; done < lengthBytes; ) {
+      const piece = this.buffer.subarray(0, Math.min(this.buffer.length, lengthBytes - done));
+      await this.readFully(sourcePath, readAt, piece, offset + done, offset + lengthBytes);
+      hasher.update(piece);
+      if (allZero && !isAllZero(piece)) allZero = false;
+      await this.blob.writeAt(piece, start + done);
+      this.blob.updateDigest(piece);
+      done += piece.length;
+    }
+    if (allZero) {
+      this.blob.invalidateDigest();
+      this.stats.holeChunks++;
+      return { deviceId: 0, blkaddr: null };
+    }
+    const key = `${hasher.digest('hex')}:${lengthBytes}`;
+    const known = this.dictionary.get(key);
+    if (known !== undefined) {
+      this.blob.invalidateDigest();
+      this.stats.chunksReused++;
+      this.stats.bytesReused += lengthBytes;
+      return known;
+    }
+    const index = { deviceId: this.deviceId, blkaddr: await this.blob.commitChunk(lengthBytes) };
+    this.dictionary.set(key, index);
+    this.stats.chunksWritten++;
+    this.stats.bytesWritten += lengthBytes;
+    return index;
+  }
+}

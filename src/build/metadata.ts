@@ -1,0 +1,462 @@
+import {
+  DATA_LAYOUT,
+  DEVICE_SLOT_SIZE_BYTES,
+  FEATURE_COMPAT,
+  FEATURE_INCOMPAT,
+  FILE_TYPE,
+  INODE_SLOT_SIZE_BYTES,
+  NULL_ADDR,
+  SUPERBLOCK_OFFSET_BYTES,
+  SUPERBLOCK_SIZE_BYTES,
+} from '../format/constants.js';
+import { encodeChunkFormat, encodeChunkIndexes, chunkArrayOffsetBytes, chunkCount } from '../format/chunk.js';
+import { encodeDeviceSlot } from '../format/device.js';
+import { DOT, DOTDOT, directorySizeBytes, encodeDirectory, type Dirent } from '../format/dirent.js';
+import { FormatLimitError } from '../format/errors.js';
+import { encodeInode, encodeRdev, fitsCompact, ifmtOfKind, inodeSizeBytes, xattrIcountFor, type InodeTimeBase } from '../format/inode.js';
+import { checksumRangeBytes, computeSuperblockChecksum, defaultSuperblock, encodeSuperblock, SUPERBLOCK_CHECKSUM_FIELD_OFFSET } from '../format/superblock.js';
+import {
+  computeXattrFilter,
+  encodeXattrEntry,
+  encodeXattrIbody,
+  encodeXattrLongPrefix,
+  filterKeyOf,
+  splitXattrName,
+  xattrIbodyContentSizeBytes,
+  xattrLongPrefixTableSizeBytes,
+  type XattrEntry,
+  type XattrLongPrefix,
+} from '../format/xattr.js';
+import { nameBytes, type DirNode, type TreeNode } from './tree.js';
+
+export interface BlobDevice {
+  /** Device-table tag: the blob's sha256 hex digest by convention. */
+  tag: string;
+  blocks: number;
+}
+
+export interface MetadataImageOptions {
+  blockSizeBits?: number;
+  /** Extra devices in device-id order (id 1 first). */
+  devices?: readonly BlobDevice[];
+  uuid?: Buffer;
+  volumeName?: string;
+  /** Base time of compact inodes. Default: the most common mtime, so most inodes can be compact. */
+  epoch?: InodeTimeBase;
+  longXattrPrefixes?: readonly XattrLongPrefix[];
+  /** Long prefix number whose xattr is the page cache sharing fingerprint (sets COMPAT_ISHARE_XATTRS). */
+  ishareXattrPrefixId?: number;
+  /** An xattr (name and value) used by at least this many inodes is stored once and shared. */
+  sharedXattrMinInodes?: number;
+}
+
+type DataPlan =
+  | { kind: 'none'; iu: number }
+  | { kind: 'flat'; bytes: Buffer | null; sizeBytes: number; fullBlocks: number; tailBytes: number; inlineTail: boolean; startBlkaddr: number }
+  | { kind: 'chunks'; chunkBits: number; indexes: Buffer };
+
+/** Everything decided about one inode before any byte is written. */
+export interface InodePlan {
+  node: TreeNode;
+  nid: number;
+  ino: number;
+  offsetBytes: number;
+  isExtended: boolean;
+  nlink: number;
+  sizeBytes: number;
+  parent: InodePlan | undefined;
+  sharedXattrIds: number[];
+  inlineXattrs: XattrEntry[];
+  xattrFilter: number;
+  ibodySizeBytes: number;
+  data: DataPlan;
+}
+
+export interface MetadataImagePlan {
+  blockSizeBits: number;
+  inodes: InodePlan[];
+  rootNid: number;
+  epoch: InodeTimeBase;
+  longPrefixTableOffsetBytes: number;
+  sharedXattrs: XattrEntry[];
+  sharedXattrOffsetBytes: number;
+  xattrBlkaddr: number;
+  totalBlocks: number;
+  nidOf: Map<TreeNode, number>;
+}
+
+const DIR_FILE_TYPE: Record<TreeNode['kind'], number> = {
+  reg: FILE_TYPE.REG,
+  dir: FILE_TYPE.DIR,
+  lnk: FILE_TYPE.SYMLINK,
+  chr: FILE_TYPE.CHRDEV,
+  blk: FILE_TYPE.BLKDEV,
+  fifo: FILE_TYPE.FIFO,
+  sock: FILE_TYPE.SOCK,
+};
+
+const DEVICE_TABLE_SLOTOFF = (SUPERBLOCK_OFFSET_BYTES + SUPERBLOCK_SIZE_BYTES) / DEVICE_SLOT_SIZE_BYTES;
+
+function alignUp(value: number, unit: number): number {
+  return Math.ceil(value / unit) * unit;
+}
+
+/** Inodes in breadth-first order from the root, so a directory's children sit next to each other. */
+function collectInodes(root: DirNode): { order: TreeNode[]; refs: Map<TreeNode, number>; parents: Map<TreeNode, TreeNode> } {
+  const order: TreeNode[] = [root];
+  const refs = new Map<TreeNode, number>([[root, 1]]);
+  const parents = new Map<TreeNode, TreeNode>([[root, root]]);
+  for (let i = 0; i < order.length; i++) {
+    const node = order[i]!;
+    if (node.kind !== 'dir') continue;
+    for (const key of [...node.children.keys()].sort()) {
+      const child = node.children.get(key)!;
+      const seen = refs.get(child);
+      if (seen !== undefined) {
+        if (child.kind === 'dir') throw new FormatLimitError(`directory "${key}" is linked twice (directories cannot be hardlinked)`);
+        refs.set(child, seen + 1);
+        continue;
+      }
+      refs.set(child, 1);
+      parents.set(child, node);
+      order.push(child);
+    }
+  }
+  return { order, refs, parents };
+}
+
+function mostCommonMtime(nodes: readonly TreeNode[]): InodeTimeBase {
+  const counts = new Map<string, number>();
+  let best: InodeTimeBase = { epochSec: 0n, fixedNsec: 0 };
+  let bestCount = 0;
+  for (const node of nodes) {
+    const key = `${node.mtimeSec}.${node.mtimeNsec}`;
+    const count = (counts.get(key) ?? 0) + 1;
+    counts.set(key, count);
+    if (count > bestCount) {
+      bestCount = count;
+      best = { epochSec: node.mtimeSec, fixedNsec: node.mtimeNsec };
+    }
+  }
+  return best;
+}
+
+function entryKey(entry: XattrEntry): string {
+  return `${entry.nameIndex}\0${entry.suffix.toString('latin1')}\0${entry.value.toString('latin1')}`;
+}
+
+/** Plans the whole image: nids, inode forms, xattr placement, data blocks. No bytes are produced. */
+export function planMetadataImage(root: DirNode, options: MetadataImageOptions = {}): MetadataImagePlan {
+  const blockSizeBits = options.blockSizeBits ?? 12;
+  const blockSizeBytes = 2 ** blockSizeBits;
+  const devices = options.devices ?? [];
+  const longPrefixes = options.longXattrPrefixes ?? [];
+  const sharedMin = options.sharedXattrMinInodes ?? 2;
+  const { order, refs, parents } = collectInodes(root);
+  const epoch = options.epoch ?? mostCommonMtime(order);
+
+  // Xattrs: split names once, then share any (name, value) used by enough inodes.
+  const entriesOf = new Map<TreeNode, XattrEntry[]>();
+  const useCount = new Map<string, number>();
+  for (const node of order) {
+    const entries = [...node.xattrs.keys()].sort().map((name) => ({ ...splitXattrName(nameBytes(name), longPrefixes), value: node.xattrs.get(name)! }));
+    entriesOf.set(node, entries);
+    for (const entry of entries) useCount.set(entryKey(entry), (useCount.get(entryKey(entry)) ?? 0) + 1);
+  }
+  const sharedXattrs: XattrEntry[] = [];
+  const sharedIndexOf = new Map<string, number>();
+  const sharedOffsets: number[] = [];
+  let sharedAreaBytes = 0;
+
+  const plans: InodePlan[] = [];
+  const planOf = new Map<TreeNode, InodePlan>();
+  for (const node of order) {
+    const entries = entriesOf.get(node)!;
+    const sharedIdx: number[] = [];
+    const inline: XattrEntry[] = [];
+    for (const entry of entries) {
+      const key = entryKey(entry);
+      if (useCount.get(key)! >= sharedMin && sharedIdx.length < 255) {
+        let index = sharedIndexOf.get(key);
+        if (index === undefined) {
+          index = sharedXattrs.length;
+          sharedIndexOf.set(key, index);
+          sharedXattrs.push(entry);
+          sharedOffsets.push(sharedAreaBytes);
+          sharedAreaBytes += encodeXattrEntry(entry).length;
+        }
+        sharedIdx.push(index);
+      } else {
+        inline.push(entry);
+      }
+    }
+    const nlink = node.kind === 'dir' ? 2 + [...node.children.values()].filter((c) => c.kind === 'dir').length : refs.get(node)!;
+    const sizeBytes = plannedSizeBytes(node, blockSizeBytes);
+    const plan: InodePlan = {
+      node,
+      nid: 0,
+      ino: plans.length + 1,
+      offsetBytes: 0,
+      isExtended: !fitsCompact({ uid: node.uid, gid: node.gid, nlink, sizeBytes, mtimeSec: node.mtimeSec, mtimeNsec: node.mtimeNsec }, epoch),
+      nlink,
+      sizeBytes,
+      parent: undefined,
+      sharedXattrIds: sharedIdx, // indexes for now; turned into ids once the shared area is placed
+      inlineXattrs: inline,
+      xattrFilter: entries.length === 0 ? 0 : computeXattrFilter(entries.map((e) => filterKeyOf(e, longPrefixes))),
+      ibodySizeBytes: xattrIbodyContentSizeBytes(sharedIdx.length, inline),
+      data: initialDataPlan(node, sizeBytes, blockSizeBits, devices.length),
+    };
+    plans.push(plan);
+    planOf.set(node, plan);
+  }
+  for (const plan of plans) plan.parent = planOf.get(parents.get(plan.node)!);
+
+  // Metadata area: superblock, device table, long prefixes, then inodes (32-byte slots).
+  let pos = SUPERBLOCK_OFFSET_BYTES + SUPERBLOCK_SIZE_BYTES + devices.length * DEVICE_SLOT_SIZE_BYTES;
+  const longPrefixTableOffsetBytes = alignUp(pos, 4);
+  pos = alignUp(longPrefixTableOffsetBytes + xattrLongPrefixTableSizeBytes(longPrefixes), INODE_SLOT_SIZE_BYTES);
+  for (const plan of plans) {
+    const headBytes = inodeSizeBytes(plan.isExtended) + plan.ibodySizeBytes;
+    const data = plan.data;
+    if (data.kind === 'flat' && data.inlineTail) {
+      // The kernel refuses an inline tail crossing a block; like mkfs we also avoid one starting
+      // exactly on a block boundary. Move the inode to a fresh block, or give up inlining.
+      const tailStart = pos + headBytes;
+      if (tailStart % blockSizeBytes === 0 || (tailStart % blockSizeBytes) + data.tailBytes > blockSizeBytes) {
+        if (headBytes + data.tailBytes <= blockSizeBytes) pos = alignUp(pos, blockSizeBytes);
+        else data.inlineTail = false;
+      }
+    }
+    plan.offsetBytes = pos;
+    plan.nid = pos / INODE_SLOT_SIZE_BYTES;
+    let end = pos + headBytes;
+    if (data.kind === 'flat' && data.inlineTail) end += data.tailBytes;
+    if (data.kind === 'chunks') end = chunkArrayOffsetBytes(end, { chunkBlkbits: 0, hasIndexes: true }) + data.indexes.length;
+    pos = alignUp(end, INODE_SLOT_SIZE_BYTES);
+  }
+  const rootNid = plans[0]!.nid;
+  if (rootNid > 0xffff) throw new FormatLimitError(`root nid ${rootNid} does not fit 16 bits (too many devices or prefixes)`);
+
+  // Shared xattrs follow the inodes; ids count 4-byte units from xattr_blkaddr.
+  const sharedXattrOffsetBytes = alignUp(pos, 4);
+  const xattrBlkaddr = Math.floor(sharedXattrOffsetBytes / blockSizeBytes);
+  const sharedIds = sharedOffsets.map((offset) => (sharedXattrOffsetBytes + offset - xattrBlkaddr * blockSizeBytes) / 4);
+  for (const plan of plans) plan.sharedXattrIds = plan.sharedXattrIds.map((index) => sharedIds[index]!);
+  pos = sharedXattrOffsetBytes + sharedAreaBytes;
+
+  // Data blocks (directory blocks, flat files, tails that could not be inlined) after metadata.
+  let nextBlock = Math.ceil(pos / blockSizeBytes);
+  for (const plan of plans) {
+    const data = plan.data;
+    if (data.kind !== 'flat') continue;
+    const blocks = data.fullBlocks + (!data.inlineTail && data.tailBytes > 0 ? 1 : 0);
+    if (blocks > 0) {
+      data.startBlkaddr = nextBlock;
+      nextBlock += blocks;
+    }
+  }
+  return {
+    blockSizeBits,
+    inodes: plans,
+    rootNid,
+    epoch,
+    longPrefixTableOffsetBytes,
+    sharedXattrs,
+    sharedXattrOffsetBytes,
+    xattrBlkaddr,
+    totalBlocks: Math.max(nextBlock, 1),
+    nidOf: new Map(plans.map((p) => [p.node, p.nid])),
+  };
+}
+
+function plannedSizeBytes(node: TreeNode, blockSizeBytes: number): number {
+  switch (node.kind) {
+    case 'dir': {
+      const names = [DOT, DOTDOT, ...[...node.children.keys()].map(nameBytes)];
+      names.sort(Buffer.compare);
+      return directorySizeBytes(
+        names.map((n) => n.length),
+        blockSizeBytes,
+      );
+    }
+    case 'lnk':
+      return node.target.length;
+    case 'reg':
+      return node.data.kind === 'inline' ? node.data.bytes.length : node.data.sizeBytes;
+    default:
+      return 0;
+  }
+}
+
+function flatPlan(bytes: Buffer | null, sizeBytes: number, blockSizeBytes: number): DataPlan {
+  const tailBytes = sizeBytes % blockSizeBytes;
+  return {
+    kind: 'flat',
+    bytes,
+    sizeBytes,
+    fullBlocks: Math.floor(sizeBytes / blockSizeBytes),
+    tailBytes,
+    inlineTail: tailBytes > 0,
+    startBlkaddr: 0,
+  };
+}
+
+function initialDataPlan(node: TreeNode, sizeBytes: number, blockSizeBits: number, deviceCount: number): DataPlan {
+  const blockSizeBytes = 2 ** blockSizeBits;
+  switch (node.kind) {
+    case 'dir':
+      return flatPlan(null, sizeBytes, blockSizeBytes);
+    case 'lnk':
+      if (node.target.length === 0 || node.target.length >= blockSizeBytes) {
+        throw new FormatLimitError(`symlink target of ${node.target.length} bytes (must be 1..${blockSizeBytes - 1})`);
+      }
+      return flatPlan(node.target, sizeBytes, blockSizeBytes);
+    case 'reg': {
+      const data = node.data;
+      if (data.kind === 'inline') return flatPlan(data.bytes, sizeBytes, blockSizeBytes);
+      if (data.sizeBytes === 0) return { kind: 'none', iu: 0 };
+      if (data.chunkBits < blockSizeBits) throw new FormatLimitError(`chunk size 2^${data.chunkBits} is below the block size`);
+      const expected = chunkCount(data.sizeBytes, data.chunkBits);
+      if (data.chunks.length !== expected) throw new FormatLimitError(`file of ${data.sizeBytes} bytes needs ${expected} chunks, got ${data.chunks.length}`);
+      for (const chunk of data.chunks) {
+        if (chunk.blkaddr !== null && chunk.deviceId > deviceCount) throw new FormatLimitError(`chunk on device ${chunk.deviceId}, but only ${deviceCount} devices`);
+      }
+      return { kind: 'chunks', chunkBits: data.chunkBits, indexes: encodeChunkIndexes(data.chunks) };
+    }
+    case 'chr':
+    case 'blk':
+      return { kind: 'none', iu: encodeRdev(node.rdevMajor, node.rdevMinor) };
+    default:
+      return { kind: 'none', iu: 0 };
+  }
+}
+
+/** Emits the planned image as one buffer (metadata only: its size grows with file count, not bytes). */
+export function emitMetadataImage(plan: MetadataImagePlan, options: MetadataImageOptions = {}): Buffer {
+  const blockSizeBytes = 2 ** plan.blockSizeBits;
+  const devices = options.devices ?? [];
+  const longPrefixes = options.longXattrPrefixes ?? [];
+  const image = Buffer.alloc(plan.totalBlocks * blockSizeBytes);
+  let anyChunked = false;
+
+  for (const inode of plan.inodes) {
+    const node = inode.node;
+    const data = inode.data;
+    let dataLayout: number = DATA_LAYOUT.FLAT_PLAIN;
+    let iu = 0;
+    let tail: Buffer | undefined;
+    if (data.kind === 'none') {
+      iu = data.iu;
+    } else if (data.kind === 'chunks') {
+      anyChunked = true;
+      dataLayout = DATA_LAYOUT.CHUNK_BASED;
+      iu = encodeChunkFormat({ chunkBlkbits: data.chunkBits - plan.blockSizeBits, hasIndexes: true });
+    } else {
+      const bytes = data.bytes ?? encodeDirectory(directoryEntries(inode, plan), blockSizeBytes);
+      if (bytes.length !== data.sizeBytes) throw new Error(`internal: planned ${data.sizeBytes} bytes, encoded ${bytes.length}`);
+      const fullBytes = data.fullBlocks * blockSizeBytes;
+      bytes.copy(image, data.startBlkaddr * blockSizeBytes, 0, data.inlineTail ? fullBytes : bytes.length);
+      if (data.inlineTail) {
+        dataLayout = DATA_LAYOUT.FLAT_INLINE;
+        tail = bytes.subarray(fullBytes);
+        iu = data.fullBlocks > 0 ? data.startBlkaddr : NULL_ADDR;
+      } else {
+        iu = data.sizeBytes > 0 ? data.startBlkaddr : 0;
+      }
+    }
+    const encoded = encodeInode({
+      isExtended: inode.isExtended,
+      dataLayout,
+      xattrIcount: xattrIcountFor(inode.ibodySizeBytes),
+      mode: ifmtOfKind(node.kind) | (node.permissions & 0o7777),
+      nlink: inode.nlink,
+      sizeBytes: inode.sizeBytes,
+      iu,
+      ino: inode.ino,
+      uid: node.uid,
+      gid: node.gid,
+      mtimeSec: node.mtimeSec,
+      mtimeNsec: node.mtimeNsec,
+    });
+    let at = inode.offsetBytes;
+    encoded.copy(image, at);
+    at += encoded.length;
+    if (inode.ibodySizeBytes > 0) {
+      const ibody = encodeXattrIbody({ nameFilter: inode.xattrFilter, sharedIds: inode.sharedXattrIds, entries: inode.inlineXattrs });
+      ibody.copy(image, at);
+      at += ibody.length;
+    }
+    if (tail !== undefined) tail.copy(image, at);
+    if (data.kind === 'chunks') data.indexes.copy(image, chunkArrayOffsetBytes(at, { chunkBlkbits: 0, hasIndexes: true }));
+  }
+
+  let sharedAt = plan.sharedXattrOffsetBytes;
+  for (const entry of plan.sharedXattrs) {
+    const encoded = encodeXattrEntry(entry);
+    encoded.copy(image, sharedAt);
+    sharedAt += encoded.length;
+  }
+  let prefixAt = plan.longPrefixTableOffsetBytes;
+  for (const prefix of longPrefixes) {
+    const encoded = encodeXattrLongPrefix(prefix);
+    encoded.copy(image, prefixAt);
+    prefixAt += encoded.length;
+  }
+  let uniaddr = plan.totalBlocks;
+  devices.forEach((device, i) => {
+    encodeDeviceSlot({ tag: device.tag, blocks: device.blocks, uniaddr }).copy(image, (DEVICE_TABLE_SLOTOFF + i) * DEVICE_SLOT_SIZE_BYTES);
+    uniaddr += device.blocks;
+  });
+
+  const sb = defaultSuperblock();
+  sb.featureCompat = FEATURE_COMPAT.SB_CHKSUM | FEATURE_COMPAT.MTIME | FEATURE_COMPAT.XATTR_FILTER;
+  if (options.ishareXattrPrefixId !== undefined) {
+    if (options.ishareXattrPrefixId >= longPrefixes.length) throw new FormatLimitError('ishare prefix id names no long prefix');
+    sb.featureCompat |= FEATURE_COMPAT.ISHARE_XATTRS;
+    sb.ishareXattrPrefixId = options.ishareXattrPrefixId;
+  }
+  if (anyChunked) sb.featureIncompat |= FEATURE_INCOMPAT.CHUNKED_FILE;
+  if (devices.length > 0) {
+    sb.featureIncompat |= FEATURE_INCOMPAT.DEVICE_TABLE;
+    sb.extraDevices = devices.length;
+    sb.devtSlotoff = DEVICE_TABLE_SLOTOFF;
+  }
+  if (longPrefixes.length > 0) {
+    sb.featureIncompat |= FEATURE_INCOMPAT.XATTR_PREFIXES;
+    sb.xattrPrefixCount = longPrefixes.length;
+    sb.xattrPrefixStart = plan.longPrefixTableOffsetBytes / 4;
+  }
+  sb.blkszbits = plan.blockSizeBits;
+  sb.rootNid = plan.rootNid;
+  sb.inos = BigInt(plan.inodes.length);
+  sb.epochSec = plan.epoch.epochSec;
+  sb.fixedNsec = plan.epoch.fixedNsec;
+  sb.blocks = plan.totalBlocks;
+  sb.xattrBlkaddr = plan.xattrBlkaddr;
+  if (options.uuid !== undefined) sb.uuid = options.uuid;
+  if (options.volumeName !== undefined) sb.volumeName = Buffer.from(options.volumeName);
+  encodeSuperblock(sb).copy(image, SUPERBLOCK_OFFSET_BYTES);
+  const range = checksumRangeBytes(plan.blockSizeBits);
+  const checksum = computeSuperblockChecksum(image.subarray(range.startBytes, range.startBytes + range.lengthBytes));
+  image.writeUInt32LE(checksum, SUPERBLOCK_OFFSET_BYTES + SUPERBLOCK_CHECKSUM_FIELD_OFFSET);
+  return image;
+}
+
+function directoryEntries(inode: InodePlan, plan: MetadataImagePlan): Dirent[] {
+  const node = inode.node as DirNode;
+  const entries: Dirent[] = [
+    { nid: inode.nid, name: DOT, fileType: FILE_TYPE.DIR },
+    { nid: inode.parent!.nid, name: DOTDOT, fileType: FILE_TYPE.DIR },
+  ];
+  for (const [key, child] of node.children) {
+    entries.push({ nid: plan.nidOf.get(child)!, name: nameBytes(key), fileType: DIR_FILE_TYPE[child.kind] });
+  }
+  entries.sort((a, b) => Buffer.compare(a.name, b.name));
+  return entries;
+}
+
+/** Plans and emits in one go. */
+export function writeMetadataImage(root: DirNode, options: MetadataImageOptions = {}): Buffer {
+  return emitMetadataImage(planMetadataImage(root, options), options);
+}

@@ -1,0 +1,31 @@
+import type { Command } from '@oclif/core';
+
+/** Error codes of our typed errors: these are the user's input or environment, not our bugs. */
+const EXPECTED_CODES = new Set([
+  'ERR_EROFS_CORRUPT',
+  'ERR_EROFS_UNSUPPORTED',
+  'ERR_EROFS_LIMIT',
+  'ERR_INVALID_OPTION',
+  'ERR_SOURCE_READ',
+  'ERR_SOURCE_CHANGED',
+  'ENOENT',
+  'EACCES',
+  'EPERM',
+  'ENOTDIR',
+  'EISDIR',
+  'ENOSPC',
+]);
+
+/**
+ * Ends a command with one line on stderr and exit status 2. Known failures print their message;
+ * anything else is a bug, reported as such (with the stack when DEBUG is set).
+ */
+export function reportError(command: Command, error: unknown): never {
+  const err = error as NodeJS.ErrnoException;
+  if (err !== null && typeof err === 'object' && 'oclif' in err) throw err;
+  const code = typeof err?.code === 'string' ? err.code : undefined;
+  const message = err instanceof Error ? err.message : String(error);
+  if (code !== undefined && EXPECTED_CODES.has(code)) command.error(message.split('\n')[0]!, { exit: 2 });
+  if (process.env.DEBUG) console.error(err?.stack);
+  command.error(`internal error (please report): ${message.split('\n')[0]}`, { exit: 70 });
+}
