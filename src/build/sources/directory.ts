@@ -1,5 +1,5 @@
 import { listAttributes, getAttribute } from 'fs-xattr';
-import type { BigIntStats } from 'node:fs';
+import { constants as fsConstants, type BigIntStats } from 'node:fs';
 import { lstat, open, readdir, readlink } from 'node:fs/promises';
 import type { RegularData, DirNode, NodeAttrs, TreeNode } from '../tree.js';
 import { nameKey } from '../tree.js';
@@ -28,27 +28,38 @@ function attrsOf(stat: BigIntStats, xattrs: Map<string, Buffer>): NodeAttrs {
   return { permissions: Number(stat.mode) & 0o7777, uid: Number(stat.uid), gid: Number(stat.gid), mtimeSec, mtimeNsec, xattrs };
 }
 
-async function readXattrs(pathBytes: Buffer): Promise<Map<string, Buffer>> {
+/** O_PATH (not exported by node): a handle on the entry itself, even a symlink, without opening it. */
+const O_PATH = 0o10000000;
+
+/**
+ * Xattrs of the entry itself. fs-xattr takes paths and follows symlinks, so we go through
+ * /proc/self/fd of an O_PATH|O_NOFOLLOW handle: that names the entry (symlinks included) and
+ * works for names that are not valid UTF-8.
+ */
+async function readXattrs(pathBytes: Buffer, openFd?: number): Promise<Map<string, Buffer>> {
   const xattrs = new Map<string, Buffer>();
-  // fs-xattr takes string paths and follows symlinks; callers skip symlinks.
-  const pathString = pathBytes.toString('utf8');
-  if (!Buffer.from(pathString, 'utf8').equals(pathBytes)) return xattrs;
-  let names: string[];
+  const handle = openFd === undefined ? await open(pathBytes, O_PATH | fsConstants.O_NOFOLLOW) : undefined;
+  const fdPath = `/proc/self/fd/${openFd ?? handle!.fd}`;
   try {
-    names = await listAttributes(pathString);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOTSUP') return xattrs;
-    throw error;
-  }
-  for (const name of names.sort()) {
+    let names: string[];
     try {
-      xattrs.set(Buffer.from(name, 'utf8').toString('latin1'), await getAttribute(pathString, name));
+      names = await listAttributes(fdPath);
     } catch (error) {
-      // Disappeared between list and get, or not readable in this namespace (user.* on special files).
-      if (!['ENODATA', 'EPERM'].includes((error as NodeJS.ErrnoException).code ?? '')) throw error;
+      if ((error as NodeJS.ErrnoException).code === 'ENOTSUP') return xattrs;
+      throw error;
     }
+    for (const name of names.sort()) {
+      try {
+        xattrs.set(Buffer.from(name, 'utf8').toString('latin1'), await getAttribute(fdPath, name));
+      } catch (error) {
+        // Gone between list and get, or unreadable in this namespace (user.* on special files).
+        if (!['ENODATA', 'EPERM'].includes((error as NodeJS.ErrnoException).code ?? '')) throw error;
+      }
+    }
+    return xattrs;
+  } finally {
+    await handle?.close();
   }
-  return xattrs;
 }
 
 /**
@@ -91,19 +102,20 @@ export async function readDirectoryTree(rootPath: string, sink: RegularFileSink)
 async function nodeFor(pathBytes: Buffer, stat: BigIntStats, sink: RegularFileSink): Promise<TreeNode> {
   const display = pathBytes.toString();
   if (stat.isSymbolicLink()) {
-    return { kind: 'lnk', target: await readlink(pathBytes, { encoding: 'buffer' }), ...attrsOf(stat, new Map()) };
+    return { kind: 'lnk', target: await readlink(pathBytes, { encoding: 'buffer' }), ...attrsOf(stat, await readXattrs(pathBytes)) };
   }
-  const attrs = attrsOf(stat, await readXattrs(pathBytes));
-  if (stat.isDirectory()) return { kind: 'dir', children: new Map(), ...attrs };
   if (stat.isFile()) {
-    const handle = await open(pathBytes, 'r');
+    const handle = await open(pathBytes, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
     try {
+      const attrs = attrsOf(stat, await readXattrs(pathBytes, handle.fd));
       const readAt: ReadAt = async (buffer, offset, length, position) => (await handle.read(buffer, offset, length, position)).bytesRead;
       return { kind: 'reg', data: await sink(display, readAt, Number(stat.size)), ...attrs };
     } finally {
       await handle.close();
     }
   }
+  const attrs = attrsOf(stat, await readXattrs(pathBytes));
+  if (stat.isDirectory()) return { kind: 'dir', children: new Map(), ...attrs };
   if (stat.isCharacterDevice() || stat.isBlockDevice()) {
     const rdev = Number(stat.rdev);
     // glibc dev_t layout: major in bits 8..19 and 32..43, minor in bits 0..7 and 20..31.

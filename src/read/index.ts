@@ -1,0 +1,5 @@
+export * from './errors.js';
+export * from './source.js';
+export * from './devices.js';
+export * from './image.js';
+export * from './summary.js';
