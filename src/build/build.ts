@@ -23,6 +23,8 @@ export interface BuildOptions {
   blockSizeBytes?: number;
   /** Called as files are converted, for progress display. */
   onProgress?: (progress: { files: number; bytes: number }) => void;
+  /** Stops the build between files; everything written so far is removed. */
+  signal?: AbortSignal;
 }
 
 export interface BuildCounts {
@@ -51,10 +53,16 @@ export interface BuildResult {
   mountCommand: string;
 }
 
+function formatPowerOfTwo(bits: number): string {
+  const units = ['', 'K', 'M', 'G', 'T', 'P'];
+  const unit = Math.min(Math.floor(bits / 10), units.length - 1);
+  return unit === 0 ? String(2 ** bits) : `${2 ** (bits - unit * 10)}${units[unit]}`;
+}
+
 function log2Exact(value: number, option: string, min: number, max: number): number {
   const bits = Math.log2(value);
   if (!Number.isInteger(bits) || bits < min || bits > max) {
-    throw new InvalidOptionError(option, `${value} must be a power of two from ${2 ** min} to ${2 ** max}`);
+    throw new InvalidOptionError(option, `${value} must be a power of two from ${formatPowerOfTwo(min)} to ${formatPowerOfTwo(max)}`);
   }
   return bits;
 }
@@ -149,22 +157,32 @@ export async function buildImage(source: BuildSource, options: BuildOptions): Pr
   const chunker = new Chunker(blob, 1);
   let files = 0;
   let bytes = 0;
+  let finishedBlob: string | undefined;
   try {
     const root = await readDirectoryTree(source.path, async (sourcePath, readAt, sizeBytes) => {
+      options.signal?.throwIfAborted();
       const data = await chunker.chunkFile(sourcePath, readAt, sizeBytes, chunkBits);
       files++;
       bytes += sizeBytes;
       options.onProgress?.({ files, bytes });
       return data;
     });
+    options.signal?.throwIfAborted();
+    // Plan before naming the blob: tags do not change the layout, and a tree the format cannot
+    // hold fails here without leaving a blob behind.
+    const blobBlocks = blob.lengthBlocks;
+    const plan = planMetadataImage(root, { blockSizeBits, devices: blobBlocks > 0 ? [{ tag: '', blocks: blobBlocks }] : [] });
     let blobs: { path: string; digest: string; blocks: number }[] = [];
-    if (blob.lengthBlocks > 0) blobs = [await blob.finish()];
-    else await blob.abort();
-
+    if (blobBlocks > 0) {
+      blobs = [await blob.finish()];
+      finishedBlob = blobs[0]!.path;
+    } else {
+      await blob.abort();
+    }
     const metadataOptions: MetadataImageOptions = { blockSizeBits, devices: blobs.map((b) => ({ tag: b.digest, blocks: b.blocks })) };
-    const plan = planMetadataImage(root, metadataOptions);
     const image = emitMetadataImage(plan, { ...metadataOptions, uuid: contentUuid(emitMetadataImage(plan, metadataOptions)) });
     const metadataImage = path.join(options.outputDir, `${name}.erofs`);
+    options.signal?.throwIfAborted();
     await writeFileAtomically(metadataImage, image);
 
     const counts = countTree(root);
@@ -187,6 +205,7 @@ export async function buildImage(source: BuildSource, options: BuildOptions): Pr
     };
   } catch (error) {
     await blob.abort();
+    if (finishedBlob !== undefined) await rm(finishedBlob, { force: true });
     throw error;
   }
 }

@@ -6,3 +6,12 @@ export class InvalidOptionError extends Error {
     this.name = 'InvalidOptionError';
   }
 }
+
+/** The build was stopped by a signal; what it had written was removed. */
+export class BuildInterruptedError extends Error {
+  readonly code = 'ERR_BUILD_INTERRUPTED';
+  constructor(readonly signal: string) {
+    super(`build interrupted by ${signal}; partial outputs removed`);
+    this.name = 'BuildInterruptedError';
+  }
+}

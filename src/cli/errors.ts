@@ -6,6 +6,7 @@ const EXPECTED_CODES = new Set([
   'ERR_EROFS_UNSUPPORTED',
   'ERR_EROFS_LIMIT',
   'ERR_INVALID_OPTION',
+  'ERR_BUILD_INTERRUPTED',
   'ERR_SOURCE_READ',
   'ERR_SOURCE_CHANGED',
   'ENOENT',
@@ -25,7 +26,13 @@ export function reportError(command: Command, error: unknown): never {
   if (err !== null && typeof err === 'object' && 'oclif' in err) throw err;
   const code = typeof err?.code === 'string' ? err.code : undefined;
   const message = err instanceof Error ? err.message : String(error);
-  if (code !== undefined && EXPECTED_CODES.has(code)) command.error(message.split('\n')[0]!, { exit: 2 });
+  // Written directly: oclif's error printer wraps long lines, and one line is what scripts grep.
+  const bin = command.config.bin;
+  if (code !== undefined && EXPECTED_CODES.has(code)) {
+    process.stderr.write(`${bin}: error: ${message.split('\n')[0]}\n`);
+    command.exit(2);
+  }
   if (process.env.DEBUG) console.error(err?.stack);
-  command.error(`internal error (please report): ${message.split('\n')[0]}`, { exit: 70 });
+  process.stderr.write(`${bin}: internal error (please report): ${message.split('\n')[0]}\n`);
+  command.exit(70);
 }

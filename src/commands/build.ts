@@ -1,5 +1,6 @@
 import { Args, Command, Flags } from '@oclif/core';
 import ora from 'ora';
+import { BuildInterruptedError } from '../build/errors.js';
 import { buildImage, DEFAULT_BLOCK_SIZE_BYTES, DEFAULT_CHUNK_SIZE_BYTES, type BuildResult } from '../build/build.js';
 import { parseByteSize } from '../cli/sizes.js';
 import { reportError } from '../cli/errors.js';
@@ -26,6 +27,11 @@ export default class Build extends Command {
     const { args, flags } = await this.parse(Build);
     const interactive = !this.jsonEnabled() && process.stderr.isTTY === true;
     const spinner = interactive ? ora({ text: 'Converting', stream: process.stderr }).start() : undefined;
+    // Ctrl-C or a kill stops the build between files and removes what it wrote.
+    const abort = new AbortController();
+    const onSignal = (signal: NodeJS.Signals) => abort.abort(new BuildInterruptedError(signal));
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
     try {
       const result = await buildImage(
         { kind: 'directory', path: args.source },
@@ -34,6 +40,7 @@ export default class Build extends Command {
           name: flags.name,
           chunkSizeBytes: parseByteSize(flags['chunk-size'], '--chunk-size'),
           blockSizeBytes: parseByteSize(flags['block-size'], '--block-size'),
+          signal: abort.signal,
           onProgress: spinner === undefined ? undefined : ({ files, bytes }) => (spinner.text = `Converting: ${files} files, ${(bytes / 2 ** 20).toFixed(1)} MiB`),
         },
       );
@@ -43,6 +50,9 @@ export default class Build extends Command {
     } catch (error) {
       spinner?.fail('Build failed');
       return reportError(this, error);
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
     }
   }
 

@@ -1,0 +1,81 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { run } from '../helpers/exec.js';
+import { withTempDir } from '../helpers/tmp.js';
+
+const CLI = ['bin/run.js'];
+
+/** Every file below `dir` (recursively), relative; directories alone do not count as output. */
+async function filesUnder(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
+  return entries.filter((e) => !e.isDirectory()).map((e) => join(e.parentPath ?? e.path, e.name).slice(dir.length + 1));
+}
+
+function assertOneLineError(result: { code: number; stderr: string }, pattern: RegExp): void {
+  assert.notEqual(result.code, 0, 'exit status must be non-zero');
+  const lines = result.stderr.trim().split('\n').filter((l) => l.trim() !== '');
+  assert.equal(lines.length, 1, `expected one line on stderr, got:\n${result.stderr}`);
+  assert.match(lines[0]!, pattern);
+  assert.doesNotMatch(result.stderr, /\bat .*\.js:\d+/, 'no stack trace');
+}
+
+test('build: a missing source directory is one clear error and writes nothing', async () => {
+  await withTempDir(async (dir) => {
+    const out = join(dir, 'out');
+    const result = await run('node', [...CLI, 'build', join(dir, 'nope'), '-o', out]);
+    assertOneLineError(result, /nope: no such directory/);
+    assert.deepEqual(await filesUnder(out), []);
+  });
+});
+
+test('build: a file given as source is refused', async () => {
+  await withTempDir(async (dir) => {
+    await writeFile(join(dir, 'file'), 'x');
+    const result = await run('node', [...CLI, 'build', join(dir, 'file'), '-o', join(dir, 'out')]);
+    assertOneLineError(result, /file: not a directory/);
+    assert.deepEqual(await filesUnder(join(dir, 'out')), []);
+  });
+});
+
+for (const [flag, value, pattern] of [
+  ['--chunk-size', '3000', /--chunk-size: 3000 must be a power of two from 4K to 8T$/],
+  ['--chunk-size', '1X', /--chunk-size: "1X" is not a size/],
+  ['--chunk-size', '2048', /--chunk-size: 2048 must be a power of two from 4K to 8T$/],
+  ['--block-size', '8192', /--block-size: 8192 must be a power of two from 512 to 4K$/],
+] as const) {
+  test(`build: ${flag} ${value} is refused with the allowed range`, async () => {
+    await withTempDir(async (dir) => {
+      await mkdir(join(dir, 'src'));
+      await writeFile(join(dir, 'src', 'f'), 'data');
+      const result = await run('node', [...CLI, 'build', join(dir, 'src'), '-o', join(dir, 'out'), flag, value]);
+      assertOneLineError(result, pattern);
+      assert.deepEqual(await filesUnder(join(dir, 'out')), []);
+    });
+  });
+}
+
+test('build: SIGTERM in the middle removes the partial blob and writes no image', async () => {
+  await withTempDir(async (dir) => {
+    const source = join(dir, 'src');
+    await mkdir(source);
+    // Enough files that the build is still running when the signal arrives.
+    const blob = randomBytes(1 << 20);
+    for (let i = 0; i < 400; i++) await writeFile(join(source, `f${i}`), Buffer.concat([blob, randomBytes(64)]));
+    const out = join(dir, 'out');
+    const child = spawn('node', [...CLI, 'build', source, '-o', out], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    // Wait until the temporary blob exists, i.e. the build is under way.
+    const blobsDir = join(out, 'blobs', 'sha256');
+    for (let i = 0; i < 600 && (await readdir(blobsDir).catch(() => [])).length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    child.kill('SIGTERM');
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    assert.notEqual(code, 0);
+    assert.match(stderr, /interrupted by SIGTERM/);
+    assert.deepEqual(await filesUnder(out), [], 'nothing may remain, not even a temporary blob');
+  });
+});
