@@ -6,6 +6,7 @@ import { BlobWriter } from './blob.js';
 import { Chunker, type ChunkStats } from './chunker.js';
 import { InvalidOptionError } from './errors.js';
 import { planMetadataImage, emitMetadataImage, type MetadataImageOptions } from './metadata.js';
+import { FINGERPRINT_IMAGE_OPTIONS, fingerprintXattr } from './fingerprint.js';
 import { readDirectoryTree } from './sources/directory.js';
 import type { DirNode, TreeNode } from './tree.js';
 
@@ -23,6 +24,11 @@ export interface BuildOptions {
   blockSizeBytes?: number;
   /** Called as files are converted, for progress display. */
   onProgress?: (progress: { files: number; bytes: number }) => void;
+  /**
+   * Give every non-empty regular file the page cache sharing fingerprint xattr exactly as
+   * `mkfs.erofs --xattr-inode-digest` writes it (Linux 7.0+ `inode_share`). Default true.
+   */
+  fingerprints?: boolean;
   /** Stops the build between files; everything written so far is removed. */
   signal?: AbortSignal;
 }
@@ -159,19 +165,21 @@ export async function buildImage(source: BuildSource, options: BuildOptions): Pr
   let bytes = 0;
   let finishedBlob: string | undefined;
   try {
+    const fingerprints = options.fingerprints ?? true;
     const root = await readDirectoryTree(source.path, async (sourcePath, readAt, sizeBytes) => {
       options.signal?.throwIfAborted();
-      const data = await chunker.chunkFile(sourcePath, readAt, sizeBytes, chunkBits);
+      const { data, contentSha256 } = await chunker.chunkFile(sourcePath, readAt, sizeBytes, chunkBits, fingerprints && sizeBytes > 0);
       files++;
       bytes += sizeBytes;
       options.onProgress?.({ files, bytes });
-      return data;
+      return { data, xattrs: contentSha256 === undefined ? [] : [fingerprintXattr(contentSha256)] };
     });
     options.signal?.throwIfAborted();
     // Plan before naming the blob: tags do not change the layout, and a tree the format cannot
     // hold fails here without leaving a blob behind.
     const blobBlocks = blob.lengthBlocks;
-    const plan = planMetadataImage(root, { blockSizeBits, devices: blobBlocks > 0 ? [{ tag: '', blocks: blobBlocks }] : [] });
+    const xattrOptions = fingerprints ? FINGERPRINT_IMAGE_OPTIONS : {};
+    const plan = planMetadataImage(root, { ...xattrOptions, blockSizeBits, devices: blobBlocks > 0 ? [{ tag: '', blocks: blobBlocks }] : [] });
     let blobs: { path: string; digest: string; blocks: number }[] = [];
     if (blobBlocks > 0) {
       blobs = [await blob.finish()];
@@ -179,7 +187,7 @@ export async function buildImage(source: BuildSource, options: BuildOptions): Pr
     } else {
       await blob.abort();
     }
-    const metadataOptions: MetadataImageOptions = { blockSizeBits, devices: blobs.map((b) => ({ tag: b.digest, blocks: b.blocks })) };
+    const metadataOptions: MetadataImageOptions = { ...xattrOptions, blockSizeBits, devices: blobs.map((b) => ({ tag: b.digest, blocks: b.blocks })) };
     const image = emitMetadataImage(plan, { ...metadataOptions, uuid: contentUuid(emitMetadataImage(plan, metadataOptions)) });
     const metadataImage = path.join(options.outputDir, `${name}.erofs`);
     options.signal?.throwIfAborted();

@@ -1,4 +1,5 @@
 import { Blake3Hasher, blake3 } from '@napi-rs/blake-hash';
+import { createHash, type Hash } from 'node:crypto';
 import type { ChunkIndex } from '../format/chunk.js';
 import type { BlobWriter } from './blob.js';
 import type { RegularData } from './tree.js';
@@ -51,18 +52,23 @@ export class Chunker {
     private readonly dictionary: ChunkDictionary = new Map(),
   ) {}
 
-  async chunkFile(sourcePath: string, readAt: ReadAt, sizeBytes: number, chunkBits: number): Promise<RegularData> {
+  /**
+   * Chunks one file. With `withContentSha256`, also returns the SHA-256 of the whole content (the
+   * page cache sharing fingerprint), computed in the same pass over the bytes.
+   */
+  async chunkFile(sourcePath: string, readAt: ReadAt, sizeBytes: number, chunkBits: number, withContentSha256 = false): Promise<{ data: RegularData; contentSha256?: Buffer }> {
     const chunkSizeBytes = 2 ** chunkBits;
     const chunks: ChunkIndex[] = [];
+    const content = withContentSha256 ? createHash('sha256') : undefined;
     for (let offset = 0; offset < sizeBytes; offset += chunkSizeBytes) {
       const lengthBytes = Math.min(chunkSizeBytes, sizeBytes - offset);
       chunks.push(
         lengthBytes <= WHOLE_CHUNK_LIMIT_BYTES
-          ? await this.wholeChunk(sourcePath, readAt, offset, lengthBytes)
-          : await this.streamedChunk(sourcePath, readAt, offset, lengthBytes),
+          ? await this.wholeChunk(sourcePath, readAt, offset, lengthBytes, content)
+          : await this.streamedChunk(sourcePath, readAt, offset, lengthBytes, content),
       );
     }
-    return { kind: 'chunks', sizeBytes, chunkBits, chunks };
+    return { data: { kind: 'chunks', sizeBytes, chunkBits, chunks }, contentSha256: content?.digest() };
   }
 
   private async readFully(sourcePath: string, readAt: ReadAt, target: Buffer, positionBytes: number, expectedTotal: number): Promise<void> {
@@ -74,9 +80,10 @@ export class Chunker {
     }
   }
 
-  private async wholeChunk(sourcePath: string, readAt: ReadAt, offset: number, lengthBytes: number): Promise<ChunkIndex> {
+  private async wholeChunk(sourcePath: string, readAt: ReadAt, offset: number, lengthBytes: number, content: Hash | undefined): Promise<ChunkIndex> {
     const bytes = this.buffer.subarray(0, lengthBytes);
     await this.readFully(sourcePath, readAt, bytes, offset, offset + lengthBytes);
+    content?.update(bytes);
     if (isAllZero(bytes)) {
       this.stats.holeChunks++;
       return { deviceId: 0, blkaddr: null };
@@ -99,7 +106,7 @@ export class Chunker {
   }
 
   /** A chunk too large to hold: written tentatively while hashed, taken back if it was known. */
-  private async streamedChunk(sourcePath: string, readAt: ReadAt, offset: number, lengthBytes: number): Promise<ChunkIndex> {
+  private async streamedChunk(sourcePath: string, readAt: ReadAt, offset: number, lengthBytes: number, content: Hash | undefined): Promise<ChunkIndex> {
     const hasher = new Blake3Hasher();
     const start = this.blob.nextBlkaddr * this.blob.blockSizeBytes;
     let allZero = true;
@@ -107,6 +114,7 @@ export class Chunker {
       const piece = this.buffer.subarray(0, Math.min(this.buffer.length, lengthBytes - done));
       await this.readFully(sourcePath, readAt, piece, offset + done, offset + lengthBytes);
       hasher.update(piece);
+      content?.update(piece);
       if (allZero && !isAllZero(piece)) allZero = false;
       await this.blob.writeAt(piece, start + done);
       this.blob.updateDigest(piece);

@@ -423,6 +423,8 @@ export function emitMetadataImage(plan: MetadataImagePlan, options: MetadataImag
     sb.devtSlotoff = DEVICE_TABLE_SLOTOFF;
   }
   if (longPrefixes.length > 0) {
+    // PLAIN_XATTR_PFX: the table sits in the primary device, not in a packed inode (as mkfs 1.9 marks it).
+    sb.featureCompat |= FEATURE_COMPAT.PLAIN_XATTR_PFX;
     sb.featureIncompat |= FEATURE_INCOMPAT.XATTR_PREFIXES;
     sb.xattrPrefixCount = longPrefixes.length;
     sb.xattrPrefixStart = plan.longPrefixTableOffsetBytes / 4;

@@ -20,6 +20,11 @@ export default class Build extends Command {
     output: Flags.string({ char: 'o', description: 'output directory (created if missing)', required: true }),
     name: Flags.string({ description: 'metadata image name (NAME.erofs); default: the source directory name' }),
     'chunk-size': Flags.string({ description: 'chunk size: a power of two from the block size up, with K/M/G suffixes', default: String(DEFAULT_CHUNK_SIZE_BYTES) }),
+    fingerprints: Flags.boolean({
+      description: 'give regular files the erofs.fingerprint.v1 xattr (sha256 of content) that Linux 7.0+ inode_share uses; --no-fingerprints omits it (then even erofs-utils 1.5 fsck.erofs reads the image)',
+      default: true,
+      allowNo: true,
+    }),
     'block-size': Flags.string({ description: 'filesystem block size (4096 = page size, needed for page cache sharing)', default: String(DEFAULT_BLOCK_SIZE_BYTES) }),
   };
 
@@ -41,6 +46,7 @@ export default class Build extends Command {
           chunkSizeBytes: parseByteSize(flags['chunk-size'], '--chunk-size'),
           blockSizeBytes: parseByteSize(flags['block-size'], '--block-size'),
           signal: abort.signal,
+          fingerprints: flags.fingerprints,
           onProgress: spinner === undefined ? undefined : ({ files, bytes }) => (spinner.text = `Converting: ${files} files, ${(bytes / 2 ** 20).toFixed(1)} MiB`),
         },
       );

@@ -72,6 +72,10 @@ export class BufferSource implements ByteSource {
   }
 
   async readInto(target: Buffer, targetOffsetBytes: number, lengthBytes: number, positionBytes: number): Promise<void> {
+    // The reader promises in-bounds requests; a request outside is a reader bug, which tests must see.
+    if (positionBytes < 0 || lengthBytes < 0 || positionBytes + lengthBytes > this.bytes.length) {
+      throw new RangeError(`${this.name}: read of ${lengthBytes} bytes at ${positionBytes} lies outside ${this.bytes.length} bytes`);
+    }
     target.set(this.bytes.subarray(positionBytes, positionBytes + lengthBytes), targetOffsetBytes);
   }
 

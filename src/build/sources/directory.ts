@@ -13,8 +13,11 @@ export class SourceReadError extends Error {
   }
 }
 
-/** Turns a regular file's bytes into tree data (chunks in a blob, or bytes kept inline). */
-export type RegularFileSink = (sourcePath: string, readAt: ReadAt, sizeBytes: number) => Promise<RegularData>;
+/**
+ * Turns a regular file's bytes into tree data (chunks in a blob, or bytes kept inline), and
+ * possibly xattrs derived from the content (fingerprints).
+ */
+export type RegularFileSink = (sourcePath: string, readAt: ReadAt, sizeBytes: number) => Promise<{ data: RegularData; xattrs: [string, Buffer][] }>;
 
 function attrsOf(stat: BigIntStats, xattrs: Map<string, Buffer>): NodeAttrs {
   const mtimeNs = stat.mtimeNs;
@@ -109,7 +112,9 @@ async function nodeFor(pathBytes: Buffer, stat: BigIntStats, sink: RegularFileSi
     try {
       const attrs = attrsOf(stat, await readXattrs(pathBytes, handle.fd));
       const readAt: ReadAt = async (buffer, offset, length, position) => (await handle.read(buffer, offset, length, position)).bytesRead;
-      return { kind: 'reg', data: await sink(display, readAt, Number(stat.size)), ...attrs };
+      const { data, xattrs } = await sink(display, readAt, Number(stat.size));
+      for (const [name, value] of xattrs) attrs.xattrs.set(name, value);
+      return { kind: 'reg', data, ...attrs };
     } finally {
       await handle.close();
     }
