@@ -1,0 +1,69 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { open, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { buildImage } from '../../src/build/build.js';
+import { FINGERPRINT_XATTR_NAME } from '../../src/format/constants.js';
+import { ErofsImage } from '../../src/read/index.js';
+import { runChecked } from '../helpers/exec.js';
+import { withTempDir } from '../helpers/tmp.js';
+
+const FIXTURES = join(process.cwd(), '..', 'shared', 'fixtures', 'fingerprint');
+
+async function bytesAt(path: string, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  const file = await open(path, 'r');
+  try {
+    const buffer = Buffer.alloc(lengthBytes);
+    await file.read(buffer, 0, lengthBytes, offsetBytes);
+    return buffer;
+  } finally {
+    await file.close();
+  }
+}
+
+/**
+ * Golden images from erofs-utils 1.9.3 (`mkfs.erofs --xattr-inode-digest`, see the fixture README):
+ * building the same tree must give the same fingerprint bytes, the same feature bits, the same long
+ * prefix record and ishare prefix id, and the same xattr name filter, so Linux 7.0 `inode_share`
+ * treats our files and theirs alike.
+ */
+test('fingerprints equal those of mkfs.erofs 1.9.3 for the golden tree', async () => {
+  await withTempDir(async (dir) => {
+    const source = join(dir, 'src');
+    await runChecked('mkdir', [source]);
+    await runChecked('tar', ['-xf', join(FIXTURES, 'src.tar'), '-C', source]);
+    const ours = await buildImage({ kind: 'directory', path: source }, { outputDir: join(dir, 'out'), chunkSizeBytes: 1 << 20 });
+    const golden = await ErofsImage.open(join(FIXTURES, 'fpc.erofs'), { devices: [join(FIXTURES, 'fp-blob.img')] });
+    const goldenFlat = await ErofsImage.open(join(FIXTURES, 'fp.erofs'));
+    const mine = await ErofsImage.open(ours.metadataImage, { devices: ours.blobs });
+    try {
+      const [g, m] = [golden.superblock, mine.superblock];
+      assert.equal(m.featureCompat, g.featureCompat, 'feature_compat (ISHARE_XATTRS, PLAIN_XATTR_PFX, ...)');
+      assert.equal(m.featureIncompat, g.featureIncompat, 'feature_incompat');
+      assert.equal(m.xattrPrefixCount, g.xattrPrefixCount);
+      assert.equal(m.ishareXattrPrefixId, g.ishareXattrPrefixId);
+      const goldenPrefix = await bytesAt(join(FIXTURES, 'fpc.erofs'), g.xattrPrefixStart * 4, 24);
+      const ourPrefix = await bytesAt(ours.metadataImage, m.xattrPrefixStart * 4, 24);
+      assert.ok(ourPrefix.equals(goldenPrefix), `prefix record ${ourPrefix.toString('hex')} != ${goldenPrefix.toString('hex')}`);
+
+      for (const path of ['a', 'd/b', 'empty']) {
+        const content = await readFile(join(source, path));
+        const fingerprintOf = async (image: ErofsImage) => {
+          const nid = await image.lookup(path);
+          const xattr = (await image.listXattrs(nid)).find((x) => x.name.toString() === FINGERPRINT_XATTR_NAME);
+          return { value: xattr?.value, filter: (await image.xattrLayout(nid))?.nameFilter };
+        };
+        const [theirs, flat, our] = [await fingerprintOf(golden), await fingerprintOf(goldenFlat), await fingerprintOf(mine)];
+        assert.deepEqual(our, theirs, `${path}: fingerprint and name filter as in fpc.erofs`);
+        assert.deepEqual(our, flat, `${path}: fingerprint and name filter as in fp.erofs`);
+        if (content.length > 0) {
+          const expected = Buffer.concat([Buffer.from('sha256:'), createHash('sha256').update(content).digest()]);
+          assert.ok(our.value?.equals(expected), `${path}: value is "sha256:" + raw digest`);
+        }
+      }
+    } finally {
+      await Promise.all([golden.close(), goldenFlat.close(), mine.close()]);
+    }
+  });
+});
