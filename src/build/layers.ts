@@ -1,0 +1,164 @@
+import type { Readable } from 'node:stream';
+import { nameKey, type DirNode, type NodeAttrs, type RegularData, type TreeNode } from './tree.js';
+
+/** One entry of a layer tar, normalized (what src/oci yields). Paths are '/'-separated, relative. */
+export interface LayerEntry {
+  path: string;
+  type: 'file' | 'dir' | 'symlink' | 'hardlink' | 'chr' | 'blk' | 'fifo';
+  mode: number;
+  uid: number;
+  gid: number;
+  mtimeSec: bigint;
+  mtimeNsec: number;
+  /** Symlink target (raw), or the normalized path a hardlink points at. */
+  linkTarget?: string;
+  devMajor?: number;
+  devMinor?: number;
+  xattrs: Map<string, Buffer>;
+  sizeBytes: number;
+  body?: Readable;
+}
+
+export class LayerApplyError extends Error {
+  readonly code = 'ERR_INVALID_LAYER';
+  constructor(readonly layer: string, readonly entryPath: string, problem: string) {
+    super(`${layer}: entry "${entryPath}": ${problem}`);
+    this.name = 'LayerApplyError';
+  }
+}
+
+const WHITEOUT_PREFIX = '.wh.';
+const OPAQUE_MARKER = '.wh..wh..opq';
+
+/**
+ * Applies layers to one merged tree with the OCI image-spec rules: `.wh.NAME` deletes NAME from
+ * lower layers, `.wh..wh..opq` hides everything lower layers put in its directory, later entries
+ * replace earlier ones (a file replacing a directory drops the directory's subtree, a directory
+ * over a directory keeps the children and takes the new attributes), hardlinks may point at files
+ * of lower layers. Whiteouts are consumed: the merged tree is what a container sees.
+ */
+export class LayerApplier {
+  /** Nodes created by the layer being applied: whiteouts and opaque markers spare them. */
+  private currentLayer = new Set<TreeNode>();
+  private layerName = '';
+
+  constructor(readonly root: DirNode) {}
+
+  beginLayer(layerName: string): void {
+    this.layerName = layerName;
+    this.currentLayer = new Set();
+  }
+
+  /**
+   * Applies one entry. `regularData` turns a file entry's body into stored data; it is called only
+   * for entries that end up in the tree (whiteouts and markers have no body to store).
+   */
+  async apply(entry: LayerEntry, regularData: (entry: LayerEntry) => Promise<{ data: RegularData; xattrs: [string, Buffer][] }>): Promise<void> {
+    const components = entry.path === '' || entry.path === '.' ? [] : entry.path.split('/');
+    if (components.length === 0) {
+      if (entry.type !== 'dir') throw this.error(entry, 'the root must be a directory');
+      Object.assign(this.root, this.attrsOf(entry));
+      return;
+    }
+    const name = components.pop()!;
+    const parent = this.parentDir(entry, components);
+    if (name === OPAQUE_MARKER) {
+      for (const [key, child] of parent.children) if (!this.currentLayer.has(child)) parent.children.delete(key);
+      return;
+    }
+    if (name.startsWith(WHITEOUT_PREFIX)) {
+      const target = nameKey(Buffer.from(name.slice(WHITEOUT_PREFIX.length)));
+      const existing = parent.children.get(target);
+      if (existing !== undefined && !this.currentLayer.has(existing)) parent.children.delete(target);
+      return;
+    }
+    const key = nameKey(Buffer.from(name));
+    const existing = parent.children.get(key);
+    let node: TreeNode;
+    switch (entry.type) {
+      case 'dir':
+        if (existing?.kind === 'dir') {
+          Object.assign(existing, this.attrsOf(entry));
+          this.currentLayer.add(existing);
+          return;
+        }
+        node = { kind: 'dir', children: new Map(), ...this.attrsOf(entry) };
+        break;
+      case 'hardlink': {
+        const target = this.lookup(entry, entry.linkTarget ?? '');
+        if (target === undefined) throw this.error(entry, `hardlink target "${entry.linkTarget}" does not exist`);
+        if (target.kind === 'dir') throw this.error(entry, `hardlink target "${entry.linkTarget}" is a directory`);
+        node = target;
+        break;
+      }
+      case 'file': {
+        const attrs = this.attrsOf(entry);
+        const { data, xattrs } = await regularData(entry);
+        for (const [xattrName, value] of xattrs) attrs.xattrs.set(xattrName, value);
+        node = { kind: 'reg', data, ...attrs };
+        break;
+      }
+      case 'symlink':
+        if (!entry.linkTarget) throw this.error(entry, 'symlink without a target');
+        node = { kind: 'lnk', target: Buffer.from(entry.linkTarget), ...this.attrsOf(entry) };
+        break;
+      case 'chr':
+      case 'blk':
+        node = { kind: entry.type, rdevMajor: entry.devMajor ?? 0, rdevMinor: entry.devMinor ?? 0, ...this.attrsOf(entry) };
+        break;
+      case 'fifo':
+        node = { kind: 'fifo', ...this.attrsOf(entry) };
+        break;
+    }
+    parent.children.set(key, node);
+    this.currentLayer.add(node);
+  }
+
+  private attrsOf(entry: LayerEntry): NodeAttrs {
+    return { permissions: entry.mode & 0o7777, uid: entry.uid, gid: entry.gid, mtimeSec: entry.mtimeSec, mtimeNsec: entry.mtimeNsec, xattrs: new Map(entry.xattrs) };
+  }
+
+  /**
+   * The directory holding an entry. Missing parents are created (tars may omit them); a parent that
+   * is a symlink is refused, since following it could leave the root.
+   */
+  private parentDir(entry: LayerEntry, components: readonly string[]): DirNode {
+    let dir = this.root;
+    for (const component of components) {
+      const key = nameKey(Buffer.from(component));
+      const child = dir.children.get(key);
+      if (child === undefined) {
+        const created: DirNode = { kind: 'dir', children: new Map(), permissions: 0o755, uid: 0, gid: 0, mtimeSec: entry.mtimeSec, mtimeNsec: entry.mtimeNsec, xattrs: new Map() };
+        dir.children.set(key, created);
+        this.currentLayer.add(created);
+        dir = created;
+      } else if (child.kind === 'dir') {
+        dir = child;
+      } else if (child.kind === 'lnk') {
+        throw this.error(entry, `parent "${component}" is a symlink (entries may not be written through symlinks)`);
+      } else {
+        throw this.error(entry, `parent "${component}" is not a directory`);
+      }
+    }
+    return dir;
+  }
+
+  private lookup(entry: LayerEntry, path: string): TreeNode | undefined {
+    let node: TreeNode = this.root;
+    const components = path.split('/').filter((c) => c !== '' && c !== '.');
+    for (const component of components) {
+      if (node.kind !== 'dir') {
+        if (node.kind === 'lnk') throw this.error(entry, `hardlink target path goes through a symlink before "${component}"`);
+        return undefined;
+      }
+      const child: TreeNode | undefined = node.children.get(nameKey(Buffer.from(component)));
+      if (child === undefined) return undefined;
+      node = child;
+    }
+    return node;
+  }
+
+  private error(entry: LayerEntry, problem: string): LayerApplyError {
+    return new LayerApplyError(this.layerName, entry.path, problem);
+  }
+}
