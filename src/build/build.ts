@@ -1,12 +1,11 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdir, open, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { MAX_BLOCK_SIZE_BITS, MAX_CHUNK_BLKBITS, MIN_BLOCK_SIZE_BITS } from '../format/constants.js';
-import { BlobWriter } from './blob.js';
-import { Chunker, type ChunkStats } from './chunker.js';
+import { ChunkStore } from '../store/store.js';
+import type { ChunkSizePolicy, ChunkStats } from './chunker.js';
 import { InvalidOptionError } from './errors.js';
-import { planMetadataImage, emitMetadataImage, type MetadataImageOptions } from './metadata.js';
-import { FINGERPRINT_IMAGE_OPTIONS, fingerprintXattr } from './fingerprint.js';
+import { ImageBuilder, type EligibilityClass } from './imageBuilder.js';
 import { readDirectoryTree } from './sources/directory.js';
 import type { DirNode, TreeNode } from './tree.js';
 
@@ -29,6 +28,10 @@ export interface BuildOptions {
    * `mkfs.erofs --xattr-inode-digest` writes it (Linux 7.0+ `inode_share`). Default true.
    */
   fingerprints?: boolean;
+  /** Per-file chunk size policy (default tune). */
+  policy?: ChunkSizePolicy;
+  /** The content-addressed store for blobs and the chunk dictionary; default: the output directory. */
+  storeDir?: string;
   /** Stops the build between files; everything written so far is removed. */
   signal?: AbortSignal;
 }
@@ -55,6 +58,10 @@ export interface BuildResult {
   metadataImageBytes: number;
   counts: BuildCounts;
   chunks: ChunkStats & { dedupRatio: number };
+  /** Files the tune policy stored as one chunk covering the whole file. */
+  singleChunkFiles: number;
+  /** Page cache sharing eligibility per file size class, with the reasons for ineligible files. */
+  sharing: Record<string, EligibilityClass>;
   /** A shell command that mounts the result with the kernel (loop devices for image and blobs). */
   mountCommand: string;
 }
@@ -111,17 +118,6 @@ function countTree(root: DirNode): BuildCounts {
   return counts;
 }
 
-/**
- * A volume UUID derived from the image's own bytes (with a zero UUID), so the same input gives the
- * same image: builds are reproducible.
- */
-function contentUuid(imageWithZeroUuid: Buffer): Buffer {
-  const uuid = createHash('sha256').update(imageWithZeroUuid).digest().subarray(0, 16);
-  uuid[6] = (uuid[6]! & 0x0f) | 0x50; // RFC 4122 layout: name-based (version 5 style), variant 1
-  uuid[8] = (uuid[8]! & 0x3f) | 0x80;
-  return Buffer.from(uuid);
-}
-
 /** Writes `bytes` to `finalPath` through a temporary name, so a reader never sees a partial file. */
 export async function writeFileAtomically(finalPath: string, bytes: Uint8Array): Promise<void> {
   const tempPath = path.join(path.dirname(finalPath), `.tmp-${path.basename(finalPath)}-${process.pid}-${randomBytes(6).toString('hex')}`);
@@ -147,8 +143,9 @@ export function kernelMountCommand(metadataImage: string, blobs: readonly string
 }
 
 /**
- * Builds a metadata image plus one blob holding all file data (chunked, deduplicated within the
- * build) from a directory. Outputs appear under their final names only when complete.
+ * Builds a directory into a metadata image plus one blob of its new chunks, in the store
+ * (`storeDir`, default the output directory). Outputs appear under their final names only when
+ * complete; on failure or abort, what this build wrote is removed.
  */
 export async function buildImage(source: BuildSource, options: BuildOptions): Promise<BuildResult> {
   const blockSizeBytes = options.blockSizeBytes ?? DEFAULT_BLOCK_SIZE_BYTES;
@@ -158,62 +155,33 @@ export async function buildImage(source: BuildSource, options: BuildOptions): Pr
   const name = options.name ?? (path.basename(path.resolve(source.path)) || 'image');
   if (name.includes('/') || name.startsWith('.')) throw new InvalidOptionError('--name', `"${name}" must be a plain file name`);
   await mkdir(options.outputDir, { recursive: true });
-
-  const blob = await BlobWriter.create(options.outputDir, blockSizeBytes);
-  const chunker = new Chunker(blob, 1);
-  let files = 0;
-  let bytes = 0;
-  let finishedBlob: string | undefined;
-  try {
-    const fingerprints = options.fingerprints ?? true;
-    const root = await readDirectoryTree(source.path, async (sourcePath, readAt, sizeBytes) => {
-      options.signal?.throwIfAborted();
-      const { data, contentSha256 } = await chunker.chunkFile(sourcePath, readAt, sizeBytes, chunkBits, fingerprints && sizeBytes > 0);
-      files++;
-      bytes += sizeBytes;
-      options.onProgress?.({ files, bytes });
-      return { data, xattrs: contentSha256 === undefined ? [] : [fingerprintXattr(contentSha256)] };
-    });
-    options.signal?.throwIfAborted();
-    // Plan before naming the blob: tags do not change the layout, and a tree the format cannot
-    // hold fails here without leaving a blob behind.
-    const blobBlocks = blob.lengthBlocks;
-    const xattrOptions = fingerprints ? FINGERPRINT_IMAGE_OPTIONS : {};
-    const plan = planMetadataImage(root, { ...xattrOptions, blockSizeBits, devices: blobBlocks > 0 ? [{ tag: '', blocks: blobBlocks }] : [] });
-    let blobs: { path: string; digest: string; blocks: number }[] = [];
-    if (blobBlocks > 0) {
-      blobs = [await blob.finish()];
-      finishedBlob = blobs[0]!.path;
-    } else {
-      await blob.abort();
-    }
-    const metadataOptions: MetadataImageOptions = { ...xattrOptions, blockSizeBits, devices: blobs.map((b) => ({ tag: b.digest, blocks: b.blocks })) };
-    const image = emitMetadataImage(plan, { ...metadataOptions, uuid: contentUuid(emitMetadataImage(plan, metadataOptions)) });
-    const metadataImage = path.join(options.outputDir, `${name}.erofs`);
-    options.signal?.throwIfAborted();
-    await writeFileAtomically(metadataImage, image);
-
-    const counts = countTree(root);
-    const stats = chunker.stats;
-    const stored = stats.bytesWritten;
-    return {
-      name,
-      metadataImage,
-      blobs: blobs.map((b) => b.path),
-      blobDigests: blobs.map((b) => `sha256:${b.digest}`),
-      blockSizeBytes,
-      chunkSizeBytes,
-      metadataImageBytes: image.length,
-      counts,
-      chunks: { ...stats, dedupRatio: stored === 0 ? 1 : (stats.bytesWritten + stats.bytesReused) / stored },
-      mountCommand: kernelMountCommand(
-        metadataImage,
-        blobs.map((b) => b.path),
-      ),
-    };
-  } catch (error) {
-    await blob.abort();
-    if (finishedBlob !== undefined) await rm(finishedBlob, { force: true });
-    throw error;
-  }
+  const store = await ChunkStore.open(options.storeDir ?? options.outputDir);
+  const builder = new ImageBuilder(store, {
+    blockSizeBits,
+    chunkBits,
+    policy: options.policy ?? 'tune',
+    fingerprints: options.fingerprints ?? true,
+    signal: options.signal,
+    onProgress: options.onProgress,
+  });
+  const root = await builder.layer((storeFile) => readDirectoryTree(source.path, storeFile));
+  options.signal?.throwIfAborted();
+  const { image, blobDigests, stats } = builder.finish(root);
+  const metadataImage = path.join(options.outputDir, `${name}.erofs`);
+  await writeFileAtomically(metadataImage, image);
+  const blobs = blobDigests.map((digest) => store.blobPath(digest));
+  return {
+    name,
+    metadataImage,
+    blobs,
+    blobDigests: blobDigests.map((digest) => `sha256:${digest}`),
+    blockSizeBytes,
+    chunkSizeBytes,
+    metadataImageBytes: image.length,
+    counts: countTree(root),
+    chunks: stats.chunks,
+    singleChunkFiles: stats.singleChunkFiles,
+    sharing: stats.sharing,
+    mountCommand: kernelMountCommand(metadataImage, blobs),
+  };
 }

@@ -13,6 +13,23 @@ export interface ChunkDictionary {
 /** Positional reads of one source file. */
 export type ReadAt = (buffer: Buffer, offsetInBuffer: number, lengthBytes: number, positionBytes: number) => Promise<number>;
 
+/**
+ * Per-file chunk size policy. `fixed`: every file uses the base chunk size. `tune`: a file none of
+ * whose chunks was already stored (nothing to deduplicate, no holes) becomes one chunk covering the
+ * whole file, the smallest power of two that holds it: its data is then contiguous in one blob and
+ * eligible for page cache sharing. Files that deduplicate keep the base size.
+ */
+export type ChunkSizePolicy = 'tune' | 'fixed';
+
+/** A chunk this chunker wrote into its blob: what the store's chunk dictionary records. */
+export interface WrittenChunk {
+  key: string;
+  blkaddr: number;
+}
+
+/** The largest chunk the format can describe: 2^31 blocks. */
+const MAX_CHUNK_BLKBITS_ABOVE_BLOCK = 31;
+
 export interface ChunkStats {
   chunksWritten: number;
   chunksReused: number;
@@ -44,13 +61,19 @@ function isAllZero(bytes: Buffer): boolean {
  */
 export class Chunker {
   readonly stats: ChunkStats = { chunksWritten: 0, chunksReused: 0, holeChunks: 0, bytesWritten: 0, bytesReused: 0 };
+  /** Chunks written into the blob, in order, for the store's dictionary. */
+  readonly written: WrittenChunk[] = [];
   private readonly buffer = Buffer.allocUnsafe(WHOLE_CHUNK_LIMIT_BYTES);
+  private readonly blockSizeBits: number;
 
   constructor(
     private readonly blob: BlobWriter,
     private readonly deviceId: number,
     private readonly dictionary: ChunkDictionary = new Map(),
-  ) {}
+    private readonly policy: ChunkSizePolicy = 'fixed',
+  ) {
+    this.blockSizeBits = Math.log2(blob.blockSizeBytes);
+  }
 
   /**
    * Chunks one file. With `withContentSha256`, also returns the SHA-256 of the whole content (the
@@ -60,6 +83,8 @@ export class Chunker {
     const chunkSizeBytes = 2 ** chunkBits;
     const chunks: ChunkIndex[] = [];
     const content = withContentSha256 ? createHash('sha256') : undefined;
+    const firstNewBlkaddr = this.blob.nextBlkaddr;
+    const writtenBefore = this.stats.chunksWritten;
     for (let offset = 0; offset < sizeBytes; offset += chunkSizeBytes) {
       const lengthBytes = Math.min(chunkSizeBytes, sizeBytes - offset);
       chunks.push(
@@ -68,7 +93,17 @@ export class Chunker {
           : await this.streamedChunk(sourcePath, readAt, offset, lengthBytes, content),
       );
     }
-    return { data: { kind: 'chunks', sizeBytes, chunkBits, chunks }, contentSha256: content?.digest() };
+    const contentSha256 = content?.digest();
+    // Every chunk new (none reused, no hole): the chunks sit back to back in the blob, each full one
+    // a whole number of blocks, so one chunk from the first block maps the same bytes.
+    const allNew = chunks.length > 0 && this.stats.chunksWritten - writtenBefore === chunks.length;
+    if (this.policy === 'tune' && allNew) {
+      const wholeFileBits = Math.max(this.blockSizeBits, Math.ceil(Math.log2(sizeBytes)));
+      if (wholeFileBits <= this.blockSizeBits + MAX_CHUNK_BLKBITS_ABOVE_BLOCK) {
+        return { data: { kind: 'chunks', sizeBytes, chunkBits: wholeFileBits, chunks: [{ deviceId: this.deviceId, blkaddr: firstNewBlkaddr }] }, contentSha256 };
+      }
+    }
+    return { data: { kind: 'chunks', sizeBytes, chunkBits, chunks }, contentSha256 };
   }
 
   private async readFully(sourcePath: string, readAt: ReadAt, target: Buffer, positionBytes: number, expectedTotal: number): Promise<void> {
@@ -100,6 +135,7 @@ export class Chunker {
     this.blob.updateDigest(bytes);
     const index = { deviceId: this.deviceId, blkaddr: await this.blob.commitChunk(lengthBytes) };
     this.dictionary.set(key, index);
+    this.written.push({ key, blkaddr: index.blkaddr });
     this.stats.chunksWritten++;
     this.stats.bytesWritten += lengthBytes;
     return index;
@@ -135,6 +171,7 @@ export class Chunker {
     }
     const index = { deviceId: this.deviceId, blkaddr: await this.blob.commitChunk(lengthBytes) };
     this.dictionary.set(key, index);
+    this.written.push({ key, blkaddr: index.blkaddr });
     this.stats.chunksWritten++;
     this.stats.bytesWritten += lengthBytes;
     return index;

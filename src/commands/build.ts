@@ -20,6 +20,12 @@ export default class Build extends Command {
     output: Flags.string({ char: 'o', description: 'output directory (created if missing)', required: true }),
     name: Flags.string({ description: 'metadata image name (NAME.erofs); default: the source directory name' }),
     'chunk-size': Flags.string({ description: 'chunk size: a power of two from the block size up, with K/M/G suffixes', default: String(DEFAULT_CHUNK_SIZE_BYTES) }),
+    policy: Flags.string({
+      description: 'per-file chunk size: tune = a file with nothing to deduplicate becomes one chunk (contiguous in one blob, so sharing-eligible); fixed = always --chunk-size',
+      options: ['tune', 'fixed'],
+      default: 'tune',
+    }),
+    store: Flags.string({ description: 'content-addressed store for blobs and the chunk dictionary, shared between builds (default: the output directory)' }),
     fingerprints: Flags.boolean({
       description: 'give regular files the erofs.fingerprint.v1 xattr (sha256 of content) that Linux 7.0+ inode_share uses; --no-fingerprints omits it (then even erofs-utils 1.5 fsck.erofs reads the image)',
       default: true,
@@ -47,6 +53,8 @@ export default class Build extends Command {
           blockSizeBytes: parseByteSize(flags['block-size'], '--block-size'),
           signal: abort.signal,
           fingerprints: flags.fingerprints,
+          policy: flags.policy as 'tune' | 'fixed',
+          storeDir: flags.store,
           onProgress: spinner === undefined ? undefined : ({ files, bytes }) => (spinner.text = `Converting: ${files} files, ${(bytes / 2 ** 20).toFixed(1)} MiB`),
         },
       );
@@ -75,6 +83,11 @@ export default class Build extends Command {
       `chunks (${result.chunkSizeBytes} bytes): ${s.chunksWritten} written (${s.bytesWritten} bytes), ${s.chunksReused} reused (${s.bytesReused} bytes), ` +
         `${s.holeChunks} holes; dedup ratio ${s.dedupRatio.toFixed(2)}`,
     );
+    this.log(`single-chunk files (tune policy): ${result.singleChunkFiles}`);
+    for (const [sizeClass, entry] of Object.entries(result.sharing)) {
+      const reasons = Object.entries(entry.ineligible).map(([reason, r]) => `${r.files} ${reason}`);
+      this.log(`  sharing-eligible ${sizeClass}: ${entry.eligibleFiles}/${entry.files} files, ${entry.eligibleBytes}/${entry.bytes} bytes${reasons.length ? ` (not: ${reasons.join(', ')})` : ''}`);
+    }
     this.log(`mount (as root): ${result.mountCommand}`);
   }
 }

@@ -8,3 +8,4 @@ export * from './chunk.js';
 export * from './device.js';
 export * from './dirent.js';
 export * from './xattr.js';
+export * from './eligibility.js';

@@ -30,15 +30,13 @@ export interface DeviceInfo {
 }
 
 /**
- * A tag we may use as a file name: the conventional sha256 hex digest, perhaps with its algorithm
- * prefix. Anything with a '/' or only dots could escape the blob directory, and the tag is untrusted.
+ * A tag we may use as a file name: the conventional sha256 hex digest (a slot holds 64 bytes, so no
+ * "sha256:" prefix fits). Anything with a '/' or only dots could escape the blob directory, and the
+ * tag is untrusted.
  */
 export function tagFileNames(tag: string): string[] {
   if (!/^[\w.:+=@-]{1,64}$/.test(tag) || /^\.+$/.test(tag)) return [];
-  const names = [tag];
-  const digest = /^sha256:([0-9a-f]{64})$/.exec(tag);
-  if (digest?.[1] !== undefined) names.push(digest[1]);
-  return names;
+  return [tag];
 }
 
 async function isRegularFile(path: string): Promise<boolean> {

@@ -1,0 +1,200 @@
+import { createHash } from 'node:crypto';
+import type { ChunkIndex } from '../format/chunk.js';
+import { fileSizeClass, sharingEligibility } from '../format/eligibility.js';
+import type { ChunkStore } from '../store/store.js';
+import { BlobWriter } from './blob.js';
+import { Chunker, type ChunkDictionary, type ChunkSizePolicy, type ChunkStats, type ReadAt } from './chunker.js';
+import { FINGERPRINT_IMAGE_OPTIONS, fingerprintXattr } from './fingerprint.js';
+import { emitMetadataImage, planMetadataImage, type MetadataImageOptions } from './metadata.js';
+import type { DirNode, RegNode, RegularData, TreeNode } from './tree.js';
+
+export interface ImageBuilderOptions {
+  blockSizeBits: number;
+  chunkBits: number;
+  policy: ChunkSizePolicy;
+  fingerprints: boolean;
+  signal?: AbortSignal;
+  onProgress?: (progress: { files: number; bytes: number }) => void;
+}
+
+/** Per size class: how many files and bytes can share page cache, and why the others cannot. */
+export interface EligibilityClass {
+  files: number;
+  bytes: number;
+  eligibleFiles: number;
+  eligibleBytes: number;
+  ineligible: Record<string, { files: number; bytes: number }>;
+}
+
+export interface ImageStats {
+  chunks: ChunkStats & { dedupRatio: number };
+  /** Files stored as one chunk covering the whole file (small files, and the tune policy). */
+  singleChunkFiles: number;
+  sharing: Record<string, EligibilityClass>;
+}
+
+/** A blob device of the image being built: a finished blob in the store, or the current layer's. */
+interface BlobSlot {
+  digest?: string;
+}
+
+/** What the sink of one layer gives back for each regular file. */
+export interface StoredFile {
+  data: RegularData;
+  xattrs: [string, Buffer][];
+}
+
+/**
+ * Builds one image: each layer's new chunks go into that layer's blob in the store; chunks the store
+ * already holds (earlier layers, earlier builds) are referenced where they are. Device ids are
+ * provisional (one slot per blob met) until `finish`, which keeps only blobs the tree references,
+ * in the order they were met, and renumbers the chunk indexes.
+ */
+export class ImageBuilder {
+  private readonly slots: BlobSlot[] = [];
+  private readonly slotOfDigest = new Map<string, number>();
+  private readonly stats: ChunkStats = { chunksWritten: 0, chunksReused: 0, holeChunks: 0, bytesWritten: 0, bytesReused: 0 };
+  private files = 0;
+  private bytes = 0;
+
+  constructor(
+    private readonly store: ChunkStore,
+    private readonly options: ImageBuilderOptions,
+  ) {}
+
+  private slotFor(digest: string): number {
+    let slot = this.slotOfDigest.get(digest);
+    if (slot === undefined) {
+      this.slots.push({ digest });
+      slot = this.slots.length;
+      this.slotOfDigest.set(digest, slot);
+    }
+    return slot;
+  }
+
+  /**
+   * Runs `fill` with a sink that stores regular files of one layer, then completes that layer's blob
+   * (renamed to its digest, its chunk list recorded in the store) or drops it if nothing new was
+   * written. On failure the partial blob is removed.
+   */
+  async layer<T>(fill: (store: (sourcePath: string, readAt: ReadAt, sizeBytes: number) => Promise<StoredFile>) => Promise<T>): Promise<T> {
+    const writer = await BlobWriter.create(this.store.dir, 2 ** this.options.blockSizeBits);
+    const slot: BlobSlot = {};
+    this.slots.push(slot);
+    const currentSlot = this.slots.length;
+    const local = new Map<string, ChunkIndex>();
+    const dictionary: ChunkDictionary = {
+      get: (key) => {
+        const here = local.get(key);
+        if (here !== undefined) return here;
+        const stored = this.store.lookup(key);
+        return stored === undefined ? undefined : { deviceId: this.slotFor(stored.blobDigest), blkaddr: stored.blkaddr };
+      },
+      set: (key, index) => void local.set(key, index),
+    };
+    const chunker = new Chunker(writer, currentSlot, dictionary, this.options.policy);
+    try {
+      const result = await fill(async (sourcePath, readAt, sizeBytes) => {
+        this.options.signal?.throwIfAborted();
+        const withSha = this.options.fingerprints && sizeBytes > 0;
+        const { data, contentSha256 } = await chunker.chunkFile(sourcePath, readAt, sizeBytes, this.options.chunkBits, withSha);
+        this.files++;
+        this.bytes += sizeBytes;
+        this.options.onProgress?.({ files: this.files, bytes: this.bytes });
+        return { data, xattrs: contentSha256 === undefined ? [] : [fingerprintXattr(contentSha256)] };
+      });
+      this.options.signal?.throwIfAborted();
+      if (writer.lengthBlocks > 0) {
+        const blob = await writer.finish();
+        slot.digest = blob.digest;
+        if (!this.slotOfDigest.has(blob.digest)) this.slotOfDigest.set(blob.digest, currentSlot);
+        await this.store.addBlobChunks(blob.digest, chunker.written);
+      } else {
+        await writer.abort();
+      }
+      for (const key of Object.keys(this.stats) as (keyof ChunkStats)[]) this.stats[key] += chunker.stats[key];
+      return result;
+    } catch (error) {
+      await writer.abort();
+      throw error;
+    }
+  }
+
+  /** Plans and emits the metadata image of `root`; returns it with its blobs in device order. */
+  finish(root: DirNode): { image: Buffer; blobDigests: string[]; stats: ImageStats } {
+    const regularNodes = uniqueRegularNodes(root);
+    // Renumber provisional slots to device ids 1..n, in slot order, over the slots actually used.
+    const used = new Set<number>();
+    for (const node of regularNodes) if (node.data.kind === 'chunks') for (const c of node.data.chunks) if (c.blkaddr !== null) used.add(c.deviceId);
+    const ordered = [...used].sort((a, b) => a - b);
+    const deviceOf = new Map(ordered.map((slot, i) => [slot, i + 1]));
+    const blobDigests = ordered.map((slot) => {
+      const digest = this.slots[slot - 1]?.digest;
+      if (digest === undefined) throw new Error(`internal: chunk references unfinished blob slot ${slot}`);
+      return digest;
+    });
+    let singleChunkFiles = 0;
+    for (const node of regularNodes) {
+      if (node.data.kind !== 'chunks') continue;
+      node.data.chunks = node.data.chunks.map((c) => (c.blkaddr === null ? c : { deviceId: deviceOf.get(c.deviceId)!, blkaddr: c.blkaddr }));
+      if (node.data.chunks.length === 1) singleChunkFiles++;
+    }
+    const blockSizeBits = this.options.blockSizeBits;
+    const blocksOf = (digest: string) => this.store.blobBlocks(digest, blockSizeBits);
+    const base: MetadataImageOptions = {
+      ...(this.options.fingerprints ? FINGERPRINT_IMAGE_OPTIONS : {}),
+      blockSizeBits,
+      devices: blobDigests.map((digest) => ({ tag: digest, blocks: blocksOf(digest) })),
+    };
+    const plan = planMetadataImage(root, base);
+    // A volume UUID derived from the image's own bytes: the same input gives the same image.
+    const uuid = createHash('sha256').update(emitMetadataImage(plan, base)).digest().subarray(0, 16);
+    uuid[6] = (uuid[6]! & 0x0f) | 0x50;
+    uuid[8] = (uuid[8]! & 0x3f) | 0x80;
+    const image = emitMetadataImage(plan, { ...base, uuid: Buffer.from(uuid) });
+    const stored = this.stats.bytesWritten;
+    return {
+      image,
+      blobDigests,
+      stats: {
+        chunks: { ...this.stats, dedupRatio: stored === 0 ? 1 : (this.stats.bytesWritten + this.stats.bytesReused) / stored },
+        singleChunkFiles,
+        sharing: sharingReport(regularNodes),
+      },
+    };
+  }
+}
+
+function uniqueRegularNodes(root: DirNode): RegNode[] {
+  const seen = new Set<TreeNode>();
+  const out: RegNode[] = [];
+  const stack: TreeNode[] = [root];
+  while (stack.length > 0) {
+    const node = stack.pop()!;
+    if (seen.has(node)) continue;
+    seen.add(node);
+    if (node.kind === 'dir') stack.push(...node.children.values());
+    else if (node.kind === 'reg') out.push(node);
+  }
+  return out;
+}
+
+function sharingReport(nodes: readonly RegNode[]): Record<string, EligibilityClass> {
+  const classes: Record<string, EligibilityClass> = {};
+  for (const node of nodes) {
+    const sizeBytes = node.data.kind === 'inline' ? node.data.bytes.length : node.data.sizeBytes;
+    const verdict = sharingEligibility(node.data.kind === 'chunks' ? node.data.chunks : [{ deviceId: 0, blkaddr: 0 }], sizeBytes);
+    const entry = (classes[fileSizeClass(sizeBytes)] ??= { files: 0, bytes: 0, eligibleFiles: 0, eligibleBytes: 0, ineligible: {} });
+    entry.files++;
+    entry.bytes += sizeBytes;
+    if (verdict.eligible) {
+      entry.eligibleFiles++;
+      entry.eligibleBytes += sizeBytes;
+    } else {
+      const reason = (entry.ineligible[verdict.reason] ??= { files: 0, bytes: 0 });
+      reason.files++;
+      reason.bytes += sizeBytes;
+    }
+  }
+  return classes;
+}

@@ -1,0 +1,26 @@
+/**
+ * Page cache sharing eligibility of a regular file, from its chunk indexes alone. The rule (from the
+ * 2023 RFC, and what our object indexes need): the file's whole data must live in one blob device.
+ * A chunk never crosses a device, so a single-chunk file always qualifies.
+ */
+export type SharingEligibility =
+  | { eligible: true; deviceId: number }
+  | { eligible: false; reason: 'empty' | 'no data (all holes)' | 'data in the metadata image' | 'data spans several blobs'; deviceIds: number[] };
+
+export function sharingEligibility(chunks: readonly { deviceId: number; blkaddr: number | null }[], sizeBytes: number): SharingEligibility {
+  if (sizeBytes === 0) return { eligible: false, reason: 'empty', deviceIds: [] };
+  const devices = [...new Set(chunks.filter((c) => c.blkaddr !== null).map((c) => c.deviceId))].sort((a, b) => a - b);
+  if (devices.length === 0) return { eligible: false, reason: 'no data (all holes)', deviceIds: [] };
+  if (devices.length > 1) return { eligible: false, reason: 'data spans several blobs', deviceIds: devices };
+  if (devices[0] === 0) return { eligible: false, reason: 'data in the metadata image', deviceIds: devices };
+  return { eligible: true, deviceId: devices[0]! };
+}
+
+/** Size classes the build report and `inspect` group files by. */
+export function fileSizeClass(sizeBytes: number): string {
+  if (sizeBytes === 0) return 'empty';
+  if (sizeBytes < 4096) return 'under 4 KiB';
+  if (sizeBytes < 1 << 20) return '4 KiB to 1 MiB';
+  if (sizeBytes < 64 << 20) return '1 MiB to 64 MiB';
+  return '64 MiB and more';
+}

@@ -1,0 +1,125 @@
+import { randomBytes } from 'node:crypto';
+import { access, mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { statSync } from 'node:fs';
+import path from 'node:path';
+
+/** Where a stored chunk lives. */
+export interface StoredChunk {
+  blobDigest: string;
+  blkaddr: number;
+}
+
+/** One record of a blob's chunk index: BLAKE3 (32 bytes), chunk length (u64), block address (u32). */
+const RECORD_SIZE_BYTES = 44;
+const INDEX_SUFFIX = '.chunks';
+
+export class StoreError extends Error {
+  readonly code = 'ERR_STORE';
+  constructor(readonly storeDir: string, problem: string) {
+    super(`store ${storeDir}: ${problem}`);
+    this.name = 'StoreError';
+  }
+}
+
+/**
+ * A content-addressed store: blobs under `blobs/sha256/<digest>` (an OCI layout's blob directory)
+ * and, for each blob, the list of chunks it holds under `chunks/<digest>.chunks`. The chunk
+ * dictionary is the union of those lists.
+ *
+ * Why per-blob lists instead of one dictionary file: each list is written once, under a temporary
+ * name, after its blob is durable, and renamed into place. So two builds sharing a store never write
+ * the same file, a crash never leaves a list pointing at a missing blob, and nothing needs a lock.
+ * The worst a race can do is store one chunk in two blobs.
+ */
+export class ChunkStore {
+  private readonly chunks = new Map<string, StoredChunk>();
+
+  private constructor(readonly dir: string) {}
+
+  get blobsDir(): string {
+    return path.join(this.dir, 'blobs', 'sha256');
+  }
+
+  private get chunksDir(): string {
+    return path.join(this.dir, 'chunks');
+  }
+
+  static async open(dir: string): Promise<ChunkStore> {
+    const store = new ChunkStore(dir);
+    await mkdir(store.blobsDir, { recursive: true });
+    await mkdir(store.chunksDir, { recursive: true });
+    await store.load();
+    return store;
+  }
+
+  blobPath(digest: string): string {
+    return path.join(this.blobsDir, digest);
+  }
+
+  /** Size of a stored blob in blocks (blobs are whole blocks by construction). */
+  blobBlocks(digest: string, blockSizeBits: number): number {
+    const sizeBytes = statSync(this.blobPath(digest)).size;
+    if (sizeBytes % 2 ** blockSizeBits !== 0) throw new StoreError(this.dir, `blob ${digest} is not a whole number of blocks`);
+    return sizeBytes / 2 ** blockSizeBits;
+  }
+
+  /** Number of chunks known. */
+  get size(): number {
+    return this.chunks.size;
+  }
+
+  lookup(key: string): StoredChunk | undefined {
+    return this.chunks.get(key);
+  }
+
+  private async load(): Promise<void> {
+    const names = (await readdir(this.chunksDir)).filter((n) => n.endsWith(INDEX_SUFFIX) && !n.startsWith('.'));
+    for (const name of names.sort()) {
+      const blobDigest = name.slice(0, -INDEX_SUFFIX.length);
+      if (!/^[0-9a-f]{64}$/.test(blobDigest)) continue;
+      // A list whose blob was removed (garbage collection, a user) is ignored rather than trusted.
+      if (!(await access(this.blobPath(blobDigest)).then(() => true, () => false))) continue;
+      const bytes = await readFile(path.join(this.chunksDir, name));
+      if (bytes.length % RECORD_SIZE_BYTES !== 0) throw new StoreError(this.dir, `chunk list ${name} is corrupt (${bytes.length} bytes)`);
+      for (let at = 0; at < bytes.length; at += RECORD_SIZE_BYTES) {
+        const key = chunkKey(bytes.subarray(at, at + 32), Number(bytes.readBigUInt64LE(at + 32)));
+        if (!this.chunks.has(key)) this.chunks.set(key, { blobDigest, blkaddr: bytes.readUInt32LE(at + 40) });
+      }
+    }
+  }
+
+  /** Records the chunks of a blob that is already in place under its digest. */
+  async addBlobChunks(blobDigest: string, written: readonly { key: string; blkaddr: number }[]): Promise<void> {
+    const bytes = Buffer.alloc(written.length * RECORD_SIZE_BYTES);
+    written.forEach(({ key, blkaddr }, i) => {
+      const { digest, lengthBytes } = parseChunkKey(key);
+      digest.copy(bytes, i * RECORD_SIZE_BYTES);
+      bytes.writeBigUInt64LE(BigInt(lengthBytes), i * RECORD_SIZE_BYTES + 32);
+      bytes.writeUInt32LE(blkaddr, i * RECORD_SIZE_BYTES + 40);
+    });
+    const finalPath = path.join(this.chunksDir, `${blobDigest}${INDEX_SUFFIX}`);
+    const tempPath = path.join(this.chunksDir, `.tmp-${blobDigest}-${process.pid}-${randomBytes(4).toString('hex')}`);
+    const file = await open(tempPath, 'wx');
+    try {
+      await file.writeFile(bytes);
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    await rename(tempPath, finalPath).catch(async (error) => {
+      await rm(tempPath, { force: true });
+      throw error;
+    });
+    for (const { key, blkaddr } of written) if (!this.chunks.has(key)) this.chunks.set(key, { blobDigest, blkaddr });
+  }
+}
+
+/** Dictionary key of a chunk: its BLAKE3 digest and its length (a tail chunk differs from a full one). */
+export function chunkKey(blake3: Buffer, lengthBytes: number): string {
+  return `${blake3.toString('hex')}:${lengthBytes}`;
+}
+
+function parseChunkKey(key: string): { digest: Buffer; lengthBytes: number } {
+  const [hex, length] = key.split(':');
+  return { digest: Buffer.from(hex!, 'hex'), lengthBytes: Number(length) };
+}
