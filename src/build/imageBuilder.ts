@@ -36,6 +36,8 @@ export interface ImageStats {
 /** A blob device of the image being built: a finished blob in the store, or the current layer's. */
 interface BlobSlot {
   digest?: string;
+  /** Written by this build (a layer's new blob), not found in the store. */
+  fresh: boolean;
 }
 
 /** What the sink of one layer gives back for each regular file. */
@@ -65,7 +67,7 @@ export class ImageBuilder {
   private slotFor(digest: string): number {
     let slot = this.slotOfDigest.get(digest);
     if (slot === undefined) {
-      this.slots.push({ digest });
+      this.slots.push({ digest, fresh: false });
       slot = this.slots.length;
       this.slotOfDigest.set(digest, slot);
     }
@@ -79,7 +81,7 @@ export class ImageBuilder {
    */
   async layer<T>(fill: (store: (sourcePath: string, readAt: ReadAt, sizeBytes: number) => Promise<StoredFile>) => Promise<T>): Promise<T> {
     const writer = await BlobWriter.create(this.store.dir, 2 ** this.options.blockSizeBits);
-    const slot: BlobSlot = {};
+    const slot: BlobSlot = { fresh: true };
     this.slots.push(slot);
     const currentSlot = this.slots.length;
     const local = new Map<string, ChunkIndex>();
@@ -123,10 +125,12 @@ export class ImageBuilder {
   /** Plans and emits the metadata image of `root`; returns it with its blobs in device order. */
   finish(root: DirNode): { image: Buffer; blobDigests: string[]; stats: ImageStats } {
     const regularNodes = uniqueRegularNodes(root);
-    // Renumber provisional slots to device ids 1..n, in slot order, over the slots actually used.
+    // Renumber provisional slots to device ids 1..n over the slots actually used: blobs that were
+    // already in the store first (lower layers, base images), then this build's, each in the order met.
     const used = new Set<number>();
     for (const node of regularNodes) if (node.data.kind === 'chunks') for (const c of node.data.chunks) if (c.blkaddr !== null) used.add(c.deviceId);
-    const ordered = [...used].sort((a, b) => a - b);
+    const orderKey = (slot: number) => (this.slots[slot - 1]!.fresh ? this.slots.length : 0) + slot;
+    const ordered = [...used].sort((a, b) => orderKey(a) - orderKey(b));
     const deviceOf = new Map(ordered.map((slot, i) => [slot, i + 1]));
     const blobDigests = ordered.map((slot) => {
       const digest = this.slots[slot - 1]?.digest;
