@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { MAX_BLOCK_SIZE_BITS, MAX_CHUNK_BLKBITS, MIN_BLOCK_SIZE_BITS } from '../format/constants.js';
+import { addErofsImageToLayout } from '../oci/outputLayout.js';
 import { ChunkStore } from '../store/store.js';
 import type { ChunkSizePolicy, ChunkStats } from './chunker.js';
 import { InvalidOptionError } from './errors.js';
@@ -62,6 +63,8 @@ export interface BuildResult {
   singleChunkFiles: number;
   /** Page cache sharing eligibility per file size class, with the reasons for ineligible files. */
   sharing: Record<string, EligibilityClass>;
+  /** The OCI image layout (the output directory) holding the result as an image, and its tag. */
+  ociLayout: { path: string; reference: string; manifestDigest: string };
   /** A shell command that mounts the result with the kernel (loop devices for image and blobs). */
   mountCommand: string;
 }
@@ -170,6 +173,7 @@ export async function buildImage(source: BuildSource, options: BuildOptions): Pr
   const metadataImage = path.join(options.outputDir, `${name}.erofs`);
   await writeFileAtomically(metadataImage, image);
   const blobs = blobDigests.map((digest) => store.blobPath(digest));
+  const manifest = await addErofsImageToLayout(options.outputDir, { name, metadataImagePath: metadataImage, blobPaths: blobs });
   return {
     name,
     metadataImage,
@@ -183,5 +187,6 @@ export async function buildImage(source: BuildSource, options: BuildOptions): Pr
     singleChunkFiles: stats.singleChunkFiles,
     sharing: stats.sharing,
     mountCommand: kernelMountCommand(metadataImage, blobs),
+    ociLayout: { path: options.outputDir, reference: name, manifestDigest: manifest.digest },
   };
 }
