@@ -6,9 +6,12 @@ import { addErofsImageToLayout } from '../oci/outputLayout.js';
 import { ChunkStore } from '../store/store.js';
 import type { ChunkSizePolicy, ChunkStats } from './chunker.js';
 import { InvalidOptionError } from './errors.js';
-import { ImageBuilder, type EligibilityClass } from './imageBuilder.js';
+import { ImageBuilder, type EligibilityClass, type ImageBuilderOptions } from './imageBuilder.js';
 import { readDirectoryTree } from './sources/directory.js';
-import type { DirNode, TreeNode } from './tree.js';
+import { makeDir, type DirNode, type TreeNode } from './tree.js';
+import { LayerApplier } from './layers.js';
+import { sequentialReadAt } from './streamReader.js';
+import { InvalidImageSourceError, openImageSource, probeImageSource, readLayerEntries, type ImageInfo, type ImageSource } from '../oci/index.js';
 
 export const DEFAULT_CHUNK_SIZE_BYTES = 1 << 20;
 export const DEFAULT_BLOCK_SIZE_BYTES = 4096;
@@ -63,6 +66,8 @@ export interface BuildResult {
   singleChunkFiles: number;
   /** Page cache sharing eligibility per file size class, with the reasons for ineligible files. */
   sharing: Record<string, EligibilityClass>;
+  /** This report, as written next to the metadata image. */
+  report: string;
   /** The OCI image layout (the output directory) holding the result as an image, and its tag. */
   ociLayout: { path: string; reference: string; manifestDigest: string };
   /** A shell command that mounts the result with the kernel (loop devices for image and blobs). */
@@ -145,42 +150,60 @@ export function kernelMountCommand(metadataImage: string, blobs: readonly string
   return lines.join(' && ');
 }
 
-/**
- * Builds a directory into a metadata image plus one blob of its new chunks, in the store
- * (`storeDir`, default the output directory). Outputs appear under their final names only when
- * complete; on failure or abort, what this build wrote is removed.
- */
-export async function buildImage(source: BuildSource, options: BuildOptions): Promise<BuildResult> {
+interface PreparedBuild {
+  store: ChunkStore;
+  blockSizeBytes: number;
+  chunkSizeBytes: number;
+  builderOptions: ImageBuilderOptions;
+}
+
+async function prepare(options: BuildOptions): Promise<PreparedBuild> {
   const blockSizeBytes = options.blockSizeBytes ?? DEFAULT_BLOCK_SIZE_BYTES;
   const blockSizeBits = log2Exact(blockSizeBytes, '--block-size', MIN_BLOCK_SIZE_BITS, MAX_BLOCK_SIZE_BITS);
   const chunkSizeBytes = options.chunkSizeBytes ?? DEFAULT_CHUNK_SIZE_BYTES;
   const chunkBits = log2Exact(chunkSizeBytes, '--chunk-size', blockSizeBits, Math.min(blockSizeBits + MAX_CHUNK_BLKBITS, 52));
-  const name = options.name ?? (path.basename(path.resolve(source.path)) || 'image');
-  if (name.includes('/') || name.startsWith('.')) throw new InvalidOptionError('--name', `"${name}" must be a plain file name`);
+  if (options.name !== undefined) checkName(options.name);
   await mkdir(options.outputDir, { recursive: true });
   const store = await ChunkStore.open(options.storeDir ?? options.outputDir);
-  const builder = new ImageBuilder(store, {
-    blockSizeBits,
-    chunkBits,
-    policy: options.policy ?? 'tune',
-    fingerprints: options.fingerprints ?? true,
-    signal: options.signal,
-    onProgress: options.onProgress,
-  });
-  const root = await builder.layer((storeFile) => readDirectoryTree(source.path, storeFile));
+  return {
+    store,
+    blockSizeBytes,
+    chunkSizeBytes,
+    builderOptions: {
+      blockSizeBits,
+      chunkBits,
+      policy: options.policy ?? 'tune',
+      fingerprints: options.fingerprints ?? true,
+      signal: options.signal,
+      onProgress: options.onProgress,
+    },
+  };
+}
+
+function checkName(name: string): void {
+  if (name === '' || name.includes('/') || name.startsWith('.')) throw new InvalidOptionError('--name', `"${name}" must be a plain file name`);
+}
+
+/** A file name for an image tag ("debian:bookworm" -> "debian_bookworm"). */
+function fileNameForTag(tag: string): string {
+  const name = tag.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^\.+/, '_');
+  return name === '' ? 'image' : name;
+}
+
+async function finishImage(prepared: PreparedBuild, builder: ImageBuilder, root: DirNode, name: string, options: BuildOptions, sourceConfig?: Record<string, unknown>): Promise<BuildResult> {
   options.signal?.throwIfAborted();
   const { image, blobDigests, stats } = builder.finish(root);
   const metadataImage = path.join(options.outputDir, `${name}.erofs`);
   await writeFileAtomically(metadataImage, image);
-  const blobs = blobDigests.map((digest) => store.blobPath(digest));
-  const manifest = await addErofsImageToLayout(options.outputDir, { name, metadataImagePath: metadataImage, blobPaths: blobs });
-  return {
+  const blobs = blobDigests.map((digest) => prepared.store.blobPath(digest));
+  const manifest = await addErofsImageToLayout(options.outputDir, { name, metadataImagePath: metadataImage, blobPaths: blobs, sourceConfig });
+  const result: BuildResult = {
     name,
     metadataImage,
     blobs,
     blobDigests: blobDigests.map((digest) => `sha256:${digest}`),
-    blockSizeBytes,
-    chunkSizeBytes,
+    blockSizeBytes: prepared.blockSizeBytes,
+    chunkSizeBytes: prepared.chunkSizeBytes,
     metadataImageBytes: image.length,
     counts: countTree(root),
     chunks: stats.chunks,
@@ -188,5 +211,83 @@ export async function buildImage(source: BuildSource, options: BuildOptions): Pr
     sharing: stats.sharing,
     mountCommand: kernelMountCommand(metadataImage, blobs),
     ociLayout: { path: options.outputDir, reference: name, manifestDigest: manifest.digest },
+    report: path.join(options.outputDir, `${name}.report.json`),
   };
+  await writeFileAtomically(result.report, Buffer.from(`${JSON.stringify(result, null, 2)}\n`));
+  return result;
+}
+
+/**
+ * Builds a directory into a metadata image plus one blob of its new chunks, in the store
+ * (`storeDir`, default the output directory). Outputs appear under their final names only when
+ * complete; on failure or abort, what this build wrote is removed.
+ */
+export async function buildImage(source: BuildSource, options: BuildOptions): Promise<BuildResult> {
+  const prepared = await prepare(options);
+  const name = options.name ?? fileNameForTag(path.basename(path.resolve(source.path)));
+  const builder = new ImageBuilder(prepared.store, prepared.builderOptions);
+  const root = await builder.layer((storeFile) => readDirectoryTree(source.path, storeFile));
+  return finishImage(prepared, builder, root, name, options);
+}
+
+/** One merged tree from an image's layers, each layer's new data in its own blob. */
+async function buildOciImage(prepared: PreparedBuild, source: ImageSource, image: ImageInfo, name: string, options: BuildOptions): Promise<BuildResult> {
+  const builder = new ImageBuilder(prepared.store, prepared.builderOptions);
+  const root = makeDir({ mtimeSec: 0n });
+  const applier = new LayerApplier(root);
+  for (const layer of image.layers) {
+    await builder.layer(async (storeFile) => {
+      applier.beginLayer(layer.label);
+      const tar = await source.openLayer(layer);
+      for await (const entry of readLayerEntries(tar, layer.label)) {
+        options.signal?.throwIfAborted();
+        await applier.apply(entry, (e) => storeFile(`${layer.label}: ${e.path}`, sequentialReadAt(e.body), e.sizeBytes));
+      }
+    });
+  }
+  return finishImage(prepared, builder, root, name, options, image.config as Record<string, unknown> | undefined);
+}
+
+export interface BuildReport {
+  /** The store holding the blobs and chunk dictionary. */
+  store: string;
+  images: BuildResult[];
+  /** Choices made while reading sources (platform picked, manifests skipped). */
+  notes: string[];
+}
+
+/**
+ * Builds every image the sources name: directories, OCI layouts (`DIR` for all images, `DIR:TAG`
+ * for one), OCI archives, docker-save archives and single layer tarballs. All share one store, so
+ * images built together (or after each other into the same store) share blobs and chunks.
+ */
+export async function build(specs: readonly string[], options: BuildOptions): Promise<BuildReport> {
+  const prepared = await prepare(options);
+  const images: BuildResult[] = [];
+  const notes: string[] = [];
+  const names = new Set<string>();
+  const uniqueName = (wanted: string) => {
+    let name = wanted;
+    for (let i = 2; names.has(name); i++) name = `${wanted}-${i}`;
+    names.add(name);
+    return name;
+  };
+  for (const spec of specs) {
+    const probed = await probeImageSource(spec).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') throw new InvalidImageSourceError(spec, 'no such file or directory');
+      throw error;
+    });
+    if (probed.kind === 'directory') {
+      const name = uniqueName(options.name ?? fileNameForTag(path.basename(path.resolve(probed.path))));
+      images.push(await buildImage({ kind: 'directory', path: probed.path }, { ...options, name }));
+      continue;
+    }
+    const source = await openImageSource(spec);
+    notes.push(...source.notes);
+    for (const image of source.images) {
+      const wanted = options.name !== undefined && source.images.length === 1 && specs.length === 1 ? options.name : fileNameForTag(image.name);
+      images.push(await buildOciImage(prepared, source, image, uniqueName(wanted), options));
+    }
+  }
+  return { store: prepared.store.dir, images, notes };
 }

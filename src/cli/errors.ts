@@ -1,4 +1,5 @@
 import type { Command } from '@oclif/core';
+import { OCI_ERROR_CODES } from '../oci/errors.js';
 
 /** Error codes of our typed errors: these are the user's input or environment, not our bugs. */
 const EXPECTED_CODES = new Set([
@@ -7,6 +8,8 @@ const EXPECTED_CODES = new Set([
   'ERR_EROFS_LIMIT',
   'ERR_INVALID_OPTION',
   'ERR_BUILD_INTERRUPTED',
+  'ERR_INVALID_LAYER',
+  'ERR_STORE',
   'ERR_SOURCE_READ',
   'ERR_SOURCE_CHANGED',
   'ENOENT',
@@ -28,7 +31,7 @@ export function reportError(command: Command, error: unknown): never {
   const message = err instanceof Error ? err.message : String(error);
   // Written directly: oclif's error printer wraps long lines, and one line is what scripts grep.
   const bin = command.config.bin;
-  if (code !== undefined && EXPECTED_CODES.has(code)) {
+  if (code !== undefined && (EXPECTED_CODES.has(code) || OCI_ERROR_CODES.includes(code))) {
     process.stderr.write(`${bin}: error: ${message.split('\n')[0]}\n`);
     command.exit(2);
   }

@@ -1,20 +1,22 @@
 import { Args, Command, Flags } from '@oclif/core';
 import ora from 'ora';
 import { BuildInterruptedError } from '../build/errors.js';
-import { buildImage, DEFAULT_BLOCK_SIZE_BYTES, DEFAULT_CHUNK_SIZE_BYTES, type BuildResult } from '../build/build.js';
+import { build, DEFAULT_BLOCK_SIZE_BYTES, DEFAULT_CHUNK_SIZE_BYTES, type BuildReport, type BuildResult } from '../build/build.js';
 import { parseByteSize } from '../cli/sizes.js';
 import { reportError } from '../cli/errors.js';
 
 export default class Build extends Command {
-  static override summary = 'Convert a directory into an EROFS metadata image plus a chunk blob.';
-  static override description = `File data is cut into chunks (deduplicated by BLAKE3) stored in one blob under OUTDIR/blobs/sha256/; the metadata image OUTDIR/NAME.erofs references them through its device table. Mount both with the kernel, as the printed command shows.`;
+  static override summary = 'Convert container images or directories into EROFS metadata images plus chunk blobs.';
+  static override description = `SOURCE is a directory, an OCI image layout (DIR for every image in it, DIR:TAG for one), an OCI archive, a docker-save archive, or a single layer tarball (.tar, .tar.gz, .tar.zst). Layers are merged with OCI whiteout rules; each layer's new file data goes, in deduplicated chunks, into a blob of its own under STORE/blobs/sha256/; each image's metadata image OUTDIR/NAME.erofs references them through its device table. OUTDIR is also an OCI layout holding the results as images. Mount with the kernel as the printed command shows.`;
   static override examples = [
     '<%= config.bin %> build ./rootfs -o out',
-    '<%= config.bin %> build ./rootfs -o out --chunk-size 4M --json',
+    '<%= config.bin %> build ./oci-layout:v1 -o out --chunk-size 4M --json',
+    '<%= config.bin %> build base.tar derived.tar -o out --store /var/lib/erofs-store',
   ];
   static override enableJsonFlag = true;
+  static override strict = false;
   static override args = {
-    source: Args.string({ description: 'source directory', required: true }),
+    source: Args.string({ description: 'image or directory to convert (several may follow)', required: true }),
   };
   static override flags = {
     output: Flags.string({ char: 'o', description: 'output directory (created if missing)', required: true }),
@@ -34,8 +36,8 @@ export default class Build extends Command {
     'block-size': Flags.string({ description: 'filesystem block size (4096 = page size, needed for page cache sharing)', default: String(DEFAULT_BLOCK_SIZE_BYTES) }),
   };
 
-  async run(): Promise<BuildResult> {
-    const { args, flags } = await this.parse(Build);
+  async run(): Promise<BuildReport & Partial<BuildResult>> {
+    const { argv, flags } = await this.parse(Build);
     const interactive = !this.jsonEnabled() && process.stderr.isTTY === true;
     const spinner = interactive ? ora({ text: 'Converting', stream: process.stderr }).start() : undefined;
     // Ctrl-C or a kill stops the build between files and removes what it wrote.
@@ -44,8 +46,8 @@ export default class Build extends Command {
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
     try {
-      const result = await buildImage(
-        { kind: 'directory', path: args.source },
+      const report = await build(
+        argv as string[],
         {
           outputDir: flags.output,
           name: flags.name,
@@ -58,9 +60,13 @@ export default class Build extends Command {
           onProgress: spinner === undefined ? undefined : ({ files, bytes }) => (spinner.text = `Converting: ${files} files, ${(bytes / 2 ** 20).toFixed(1)} MiB`),
         },
       );
-      spinner?.succeed(`Built ${result.name}`);
-      if (!this.jsonEnabled()) this.printReport(result);
-      return result;
+      spinner?.succeed(`Built ${report.images.map((i) => i.name).join(', ')}`);
+      if (!this.jsonEnabled()) {
+        for (const note of report.notes) this.log(`note: ${note}`);
+        for (const image of report.images) this.printReport(image);
+      }
+      // With one image, its fields also stand at the top level (what scripts of a directory build read).
+      return report.images.length === 1 ? { ...report.images[0]!, ...report } : report;
     } catch (error) {
       spinner?.fail('Build failed');
       return reportError(this, error);
@@ -72,6 +78,7 @@ export default class Build extends Command {
 
   private printReport(result: BuildResult): void {
     const c = result.counts;
+    this.log(`image ${result.name}`);
     this.log(`metadata image: ${result.metadataImage} (${result.metadataImageBytes} bytes)`);
     for (const [i, blob] of result.blobs.entries()) this.log(`blob ${i + 1}:          ${blob}`);
     this.log(
@@ -88,6 +95,7 @@ export default class Build extends Command {
       const reasons = Object.entries(entry.ineligible).map(([reason, r]) => `${r.files} ${reason}`);
       this.log(`  sharing-eligible ${sizeClass}: ${entry.eligibleFiles}/${entry.files} files, ${entry.eligibleBytes}/${entry.bytes} bytes${reasons.length ? ` (not: ${reasons.join(', ')})` : ''}`);
     }
+    this.log(`OCI layout:     ${result.ociLayout.path} (tag ${result.ociLayout.reference}, manifest ${result.ociLayout.manifestDigest})`);
     this.log(`mount (as root): ${result.mountCommand}`);
   }
 }

@@ -21,6 +21,8 @@ const FIXTURES = process.env['EROFS_FIXTURES'] ?? join(import.meta.dirname, '..'
 const HANG_GUARD_MS = 5000;
 /** Per file, read at most this much from the start (and a little at the end): a corrupt i_size may claim petabytes of holes. */
 const READ_CAP_BYTES = 1 << 20;
+/** Structures flipped byte by byte per group (see Structure.group). */
+const FLIPPED_PER_GROUP = 2;
 
 interface Sample {
   name: string;
@@ -31,6 +33,8 @@ interface Sample {
 /** Where a sample's structures are, found by reading the intact image. */
 interface Structure {
   label: string;
+  /** Structures of one group (kind of structure, file type, layout) are alike: flipping two of them says as much as flipping all. */
+  group: string;
   startBytes: number;
   lengthBytes: number;
 }
@@ -116,11 +120,11 @@ async function findStructures(sample: Sample): Promise<Structure[]> {
   try {
     const sb = image.superblock;
     const bs = image.blockSizeBytes;
-    const out: Structure[] = [{ label: 'superblock', startBytes: SUPERBLOCK_OFFSET_BYTES, lengthBytes: 128 }];
-    if (image.devices.length > 0) out.push({ label: 'device slots', startBytes: sb.devtSlotoff * 128, lengthBytes: image.devices.length * 128 });
+    const out: Structure[] = [{ label: 'superblock', group: 'superblock', startBytes: SUPERBLOCK_OFFSET_BYTES, lengthBytes: 128 }];
+    if (image.devices.length > 0) out.push({ label: 'device slots', group: 'device slots', startBytes: sb.devtSlotoff * 128, lengthBytes: image.devices.length * 128 });
     if (image.longXattrPrefixes.length > 0) {
       const length = image.longXattrPrefixes.reduce((sum, p) => sum + Math.ceil((3 + p.infix.length) / 4) * 4, 0);
-      out.push({ label: 'long xattr prefixes', startBytes: sb.xattrPrefixStart * 4, lengthBytes: length });
+      out.push({ label: 'long xattr prefixes', group: 'long xattr prefixes', startBytes: sb.xattrPrefixStart * 4, lengthBytes: length });
     }
     const seen = new Set<number>();
     for await (const entry of image.walk()) {
@@ -128,17 +132,20 @@ async function findStructures(sample: Sample): Promise<Structure[]> {
       seen.add(entry.nid);
       const s = entry.stat;
       const tag = `${entry.path} (nid ${entry.nid})`;
-      out.push({ label: `inode ${tag}`, startBytes: s.inodeOffsetBytes, lengthBytes: s.inodeSizeBytes });
+      const sort = `${s.kind} ${s.dataLayout} ${s.inodeForm}`;
+      out.push({ label: `inode ${tag}`, group: `inode ${sort}`, startBytes: s.inodeOffsetBytes, lengthBytes: s.inodeSizeBytes });
       const layout = await image.xattrLayout(entry.nid);
       if (layout !== null) {
-        out.push({ label: `xattr ibody ${tag}`, startBytes: s.inodeOffsetBytes + s.inodeSizeBytes, lengthBytes: layout.ibodySizeBytes });
-        for (const id of layout.sharedIds) out.push({ label: `shared xattr ${id}`, startBytes: sb.xattrBlkaddr * bs + id * 4, lengthBytes: 16 });
+        out.push({ label: `xattr ibody ${tag}`, group: `xattr ibody ${layout.sharedIds.length > 0 ? 'shared' : 'inline'}`, startBytes: s.inodeOffsetBytes + s.inodeSizeBytes, lengthBytes: layout.ibodySizeBytes });
+        for (const id of layout.sharedIds) out.push({ label: `shared xattr ${id}`, group: `shared xattr ${id}`, startBytes: sb.xattrBlkaddr * bs + id * 4, lengthBytes: 16 });
       }
       const after = s.inodeOffsetBytes + s.inodeSizeBytes + s.xattrIbodySizeBytes;
-      if (s.inlineTailBytes > 0) out.push({ label: `inline data ${tag}`, startBytes: after, lengthBytes: s.inlineTailBytes });
-      if (s.chunk !== null) out.push({ label: `chunk indexes ${tag}`, startBytes: s.chunk.arrayOffsetBytes, lengthBytes: s.chunk.chunkCount * s.chunk.entrySizeBytes });
+      if (s.inlineTailBytes > 0) out.push({ label: `inline data ${tag}`, group: `inline data ${s.kind}`, startBytes: after, lengthBytes: s.inlineTailBytes });
+      if (s.chunk !== null) {
+        out.push({ label: `chunk indexes ${tag}`, group: `chunk indexes ${s.chunk.chunkCount > 1 ? 'several' : 'one'}`, startBytes: s.chunk.arrayOffsetBytes, lengthBytes: s.chunk.chunkCount * s.chunk.entrySizeBytes });
+      }
       if (s.kind === 'dir' && s.startBlkaddr !== null) {
-        out.push({ label: `directory blocks ${tag}`, startBytes: s.startBlkaddr * bs, lengthBytes: s.sizeBytes - s.inlineTailBytes });
+        out.push({ label: `directory blocks ${tag}`, group: 'directory blocks', startBytes: s.startBlkaddr * bs, lengthBytes: s.sizeBytes - s.inlineTailBytes });
       }
     }
     return out.filter((s) => s.lengthBytes > 0 && s.startBytes + s.lengthBytes <= sample.primary.length);
@@ -235,8 +242,13 @@ describe('hostile images', () => {
 
   test('byte flips at every structure (checksum recomputed, so the flip reaches the parser)', async () => {
     const byLabel = new Map<string, Outcome[]>();
+    const started = Date.now();
     for (const sample of samples) {
+      const perGroup = new Map<string, number>();
       for (const structure of structures.get(sample.name) ?? []) {
+        const taken = perGroup.get(structure.group) ?? 0;
+        if (taken >= FLIPPED_PER_GROUP) continue;
+        perGroup.set(structure.group, taken + 1);
         const kind = structure.label.split(' ').slice(0, 2).join(' ');
         for (const offset of offsetsIn(structure)) {
           for (const mask of [0xff, 0x01, 0x80]) {
@@ -251,6 +263,7 @@ describe('hostile images', () => {
         }
       }
     }
+    process.stderr.write(`# flips: ${[...byLabel.values()].flat().length} cases in ${Date.now() - started} ms\n`);
     for (const [label, outcomes] of byLabel) process.stderr.write(`# flips in ${label}: ${outcomes.length} cases: ${tally(outcomes)}\n`);
     assert.ok([...byLabel.values()].flat().includes('corrupt'));
   });

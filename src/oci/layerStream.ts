@@ -1,0 +1,109 @@
+import { pipeline } from 'node:stream';
+import { Duplex, Readable } from 'node:stream';
+import { createGunzip } from 'node:zlib';
+import zstd from 'zstd-napi/binding.js';
+import { DigestCheck, type ParsedDigest } from './digest.js';
+import { InvalidLayerError, isOciError } from './errors.js';
+import type { Compression } from './mediaTypes.js';
+
+/** Everything needed to stream one layer and check it. */
+export interface LayerLocation {
+  /** Names the layer in errors: `layer 2/3 sha256:0123456789ab of real/v1 (/path/v1.tar)`. */
+  subject: string;
+  compression: Compression;
+  /** The stored (compressed) bytes. */
+  open: () => Readable;
+  /** Checked against the stored bytes; absent when nothing names them (a lone tarball). */
+  digest?: ParsedDigest;
+  sizeBytes?: number;
+  /** Checked against the uncompressed tar (config `rootfs.diff_ids`). */
+  diffId?: ParsedDigest;
+}
+
+/** Output buffer per zlib call: fewer, larger chunks downstream (zlib's default is 16 KiB). */
+const GUNZIP_CHUNK_BYTES = 128 * 1024;
+/** How far the returned stream reads ahead of its consumer. */
+const READ_AHEAD_BYTES = 512 * 1024;
+
+/**
+ * zstd decompression with backpressure: zstd-napi's DecompressStream pushes all output of an input
+ * chunk at once, and zstd expands a 64 KiB chunk of zeros to gigabytes, so we drive the context
+ * ourselves from an async generator, which yields one output buffer at a time and only when the
+ * consumer asks. Errors become {@link InvalidLayerError} naming the layer.
+ */
+function zstdDecompressor(subject: string): Duplex {
+  return Duplex.from(async function* (source: AsyncIterable<Buffer>) {
+    const context = new zstd.DCtx();
+    const outBytes = zstd.dStreamOutSize();
+    let sawInput = false;
+    // Nonzero while a frame is unfinished: input ending then means the stream was cut short.
+    let hint = 0;
+    for await (const chunk of source) {
+      if (chunk.length === 0) continue;
+      sawInput = true;
+      let input: Buffer = chunk;
+      for (;;) {
+        const output = Buffer.allocUnsafe(outBytes);
+        let produced: number;
+        let consumed: number;
+        try {
+          [hint, produced, consumed] = context.decompressStream(output, input);
+        } catch (error) {
+          throw new InvalidLayerError(subject, `corrupt zstd stream (${(error as Error).message})`);
+        }
+        input = input.subarray(consumed);
+        if (produced > 0) yield output.subarray(0, produced);
+        // Done with this chunk once it is consumed and zstd had room to flush everything it holds.
+        if (input.length === 0 && (produced < output.length || hint === 0)) break;
+      }
+    }
+    if (!sawInput) throw new InvalidLayerError(subject, 'empty zstd stream (no frame)');
+    if (hint !== 0) throw new InvalidLayerError(subject, 'truncated zstd stream (ends inside a frame)');
+  });
+}
+
+/** zlib's errors carry codes like Z_DATA_ERROR; say which layer, and that it is the gzip stream. */
+function translate(error: unknown, subject: string): unknown {
+  if (isOciError(error)) return error;
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (typeof code === 'string' && code.startsWith('Z_')) {
+    const problem = code === 'Z_BUF_ERROR' ? 'truncated gzip stream (unexpected end of file)' : `corrupt gzip stream (${(error as Error).message})`;
+    return new InvalidLayerError(subject, problem);
+  }
+  return error;
+}
+
+/**
+ * The layer's uncompressed tar bytes, verified on the fly: the stored bytes' size and digest, and
+ * the tar's diff_id. A mismatch (or corrupt compression) makes the stream fail with a typed error
+ * before it ends, so a consumer that sees 'end' has seen verified bytes only; bytes delivered
+ * before the failure are not to be trusted, which a streaming consumer handles by discarding its
+ * output when the stream errors.
+ *
+ * Backpressure holds end to end (file reads pause when the consumer does); destroying the returned
+ * stream stops the read and closes the file.
+ */
+export function openLayerStream(location: LayerLocation): Readable {
+  const { subject, compression, digest, sizeBytes, diffId } = location;
+  const stages: NodeJS.ReadWriteStream[] = [];
+  const sameDigest = compression === 'none' && digest !== undefined && diffId !== undefined && digest.text === diffId.text;
+  if (digest !== undefined || sizeBytes !== undefined) {
+    stages.push(new DigestCheck({ subject, kind: sameDigest ? 'digest (and diff_id)' : 'digest', expected: digest, expectedSizeBytes: sizeBytes }));
+  }
+  if (compression === 'gzip') stages.push(createGunzip({ chunkSize: GUNZIP_CHUNK_BYTES }));
+  if (compression === 'zstd') stages.push(zstdDecompressor(subject));
+  if (diffId !== undefined && !sameDigest) stages.push(new DigestCheck({ subject, kind: 'diff_id', expected: diffId }));
+  const source = location.open();
+  if (stages.length === 0) return source;
+  // The callback form: errors reach the last stage (pipeline destroys every stream with the first
+  // error), and relay() below turns them into typed ones.
+  const last = pipeline([source, ...stages], () => {}) as unknown as Readable;
+  async function* relay(): AsyncGenerator<Buffer> {
+    try {
+      for await (const chunk of last) yield chunk as Buffer;
+    } catch (error) {
+      throw translate(error, subject);
+    }
+  }
+  return Readable.from(relay(), { objectMode: false, highWaterMark: READ_AHEAD_BYTES });
+}

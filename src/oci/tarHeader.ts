@@ -1,0 +1,300 @@
+import { TarFormatError } from './errors.js';
+
+/**
+ * The POSIX ustar header block (with the GNU and v7 variants a reader meets) and PAX extended
+ * records, as pure functions over bytes. The archive index reads member offsets with it; the layer
+ * reader uses tar-stream for the stream and this module for PAX records, which tar-stream decodes
+ * as text (xattr values are bytes).
+ *
+ * Names are byte strings: latin1, one char per byte, so no byte sequence is lost.
+ */
+export const TAR_BLOCK_BYTES = 512;
+
+// Field offsets and lengths of the 512-byte header (POSIX.1-1988 ustar).
+const NAME = { offset: 0, length: 100 } as const;
+const MODE = { offset: 100, length: 8 } as const;
+const UID = { offset: 108, length: 8 } as const;
+const GID = { offset: 116, length: 8 } as const;
+const SIZE = { offset: 124, length: 12 } as const;
+const MTIME = { offset: 136, length: 12 } as const;
+const CHKSUM = { offset: 148, length: 8 } as const;
+const TYPEFLAG_OFFSET = 156;
+const LINKNAME = { offset: 157, length: 100 } as const;
+const MAGIC = { offset: 257, length: 6 } as const;
+const VERSION = { offset: 263, length: 2 } as const;
+const UNAME = { offset: 265, length: 32 } as const;
+const GNAME = { offset: 297, length: 32 } as const;
+const DEVMAJOR = { offset: 329, length: 8 } as const;
+const DEVMINOR = { offset: 337, length: 8 } as const;
+const PREFIX = { offset: 345, length: 155 } as const;
+
+const USTAR_MAGIC = Buffer.from('ustar\0', 'latin1');
+const GNU_MAGIC = Buffer.from('ustar ', 'latin1');
+const ZERO_BLOCK = Buffer.alloc(TAR_BLOCK_BYTES);
+
+/** Typeflags (POSIX, plus the GNU and PAX ones a reader must recognize to skip or apply). */
+export const TYPEFLAG = {
+  file: '0',
+  oldFile: '\0',
+  hardlink: '1',
+  symlink: '2',
+  chr: '3',
+  blk: '4',
+  dir: '5',
+  fifo: '6',
+  contiguous: '7',
+  paxLocal: 'x',
+  paxGlobal: 'g',
+  gnuLongName: 'L',
+  gnuLongLink: 'K',
+} as const;
+
+export interface TarHeader {
+  /** Byte string; for ustar the prefix field is already joined in front. */
+  name: string;
+  /** All 12 permission bits and whatever else the writer put in the field. */
+  mode: number;
+  uid: number;
+  gid: number;
+  sizeBytes: number;
+  mtimeSec: number;
+  /** One character, '\0' for pre-POSIX regular files. */
+  typeflag: string;
+  linkName: string;
+  format: 'ustar' | 'gnu' | 'v7';
+  uname: string;
+  gname: string;
+  devMajor: number;
+  devMinor: number;
+}
+
+/** Bytes of zero padding after `sizeBytes` of member data, up to the next header. */
+export function paddingBytes(sizeBytes: number): number {
+  const rest = sizeBytes % TAR_BLOCK_BYTES;
+  return rest === 0 ? 0 : TAR_BLOCK_BYTES - rest;
+}
+
+/** Size of a member's data area including its padding. */
+export function paddedBytes(sizeBytes: number): number {
+  return sizeBytes + paddingBytes(sizeBytes);
+}
+
+export function isZeroBlock(block: Uint8Array): boolean {
+  return block.length === TAR_BLOCK_BYTES && ZERO_BLOCK.equals(block);
+}
+
+function field(block: Uint8Array, f: { offset: number; length: number }): Buffer {
+  return Buffer.from(block.buffer, block.byteOffset + f.offset, f.length);
+}
+
+/** A NUL-terminated (or full-width) string field, as a byte string. */
+function decodeString(block: Uint8Array, f: { offset: number; length: number }): string {
+  const bytes = field(block, f);
+  const nul = bytes.indexOf(0);
+  return bytes.toString('latin1', 0, nul < 0 ? bytes.length : nul);
+}
+
+/**
+ * A numeric field: octal digits (space or NUL padded), or GNU base-256 when the top bit of the
+ * first byte is set (how tars store sizes over 8 GiB and uids over 2097151). Negative base-256
+ * values exist only for pre-1970 mtimes.
+ */
+function decodeNumber(block: Uint8Array, f: { offset: number; length: number }, name: string, offsetBytes: number): number {
+  const bytes = field(block, f);
+  const first = bytes[0] ?? 0;
+  if ((first & 0x80) !== 0) {
+    const negative = first === 0xff;
+    if (!negative && first !== 0x80) throw new TarFormatError(`${name} field has an invalid base-256 marker`, offsetBytes);
+    let value = 0n;
+    for (let i = 1; i < bytes.length; i++) value = (value << 8n) | BigInt(negative ? 0xff - (bytes[i] ?? 0) : bytes[i] ?? 0);
+    if (negative) value = -value - 1n;
+    if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < -BigInt(Number.MAX_SAFE_INTEGER)) {
+      throw new TarFormatError(`${name} field is out of range`, offsetBytes);
+    }
+    return Number(value);
+  }
+  const text = bytes.toString('latin1').replace(/[\0 ]+$/, '').replace(/^[ \0]+/, '');
+  if (text === '') return 0;
+  if (!/^[0-7]+$/.test(text)) throw new TarFormatError(`${name} field ${JSON.stringify(text)} is not octal`, offsetBytes);
+  return parseInt(text, 8);
+}
+
+/** Sum of the header bytes with the checksum field counted as spaces (unsigned, and the historic signed sum). */
+function checksums(block: Uint8Array): { unsigned: number; signed: number } {
+  let unsigned = 0;
+  let signed = 0;
+  for (let i = 0; i < TAR_BLOCK_BYTES; i++) {
+    const byte = i >= CHKSUM.offset && i < CHKSUM.offset + CHKSUM.length ? 0x20 : block[i] ?? 0;
+    unsigned += byte;
+    signed += byte >= 0x80 ? byte - 0x100 : byte;
+  }
+  return { unsigned, signed };
+}
+
+/** True when `block` is a tar header whose checksum is right (how content sniffing recognizes a tar). */
+export function looksLikeTarHeader(block: Uint8Array): boolean {
+  if (block.length < TAR_BLOCK_BYTES || isZeroBlock(block.subarray(0, TAR_BLOCK_BYTES))) return false;
+  try {
+    decodeTarHeader(block.subarray(0, TAR_BLOCK_BYTES), 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Decodes one header block. The caller checks {@link isZeroBlock} first (the end-of-archive marker);
+ * anything else that is not a header with a valid checksum throws {@link TarFormatError}.
+ */
+export function decodeTarHeader(block: Uint8Array, offsetBytes: number): TarHeader {
+  if (block.length !== TAR_BLOCK_BYTES) throw new TarFormatError(`header is ${block.length} bytes, not ${TAR_BLOCK_BYTES}`, offsetBytes);
+  const stored = decodeNumber(block, CHKSUM, 'checksum', offsetBytes);
+  const { unsigned, signed } = checksums(block);
+  if (stored !== unsigned && stored !== signed) throw new TarFormatError('invalid header checksum (not a tar, or corrupt)', offsetBytes);
+  const magic = field(block, MAGIC);
+  const format = magic.equals(USTAR_MAGIC) ? 'ustar' : magic.equals(GNU_MAGIC) ? 'gnu' : 'v7';
+  let name = decodeString(block, NAME);
+  // GNU tar uses the prefix area for atime/ctime, so only ustar joins it.
+  if (format === 'ustar' && block[PREFIX.offset] !== 0) name = `${decodeString(block, PREFIX)}/${name}`;
+  return {
+    name,
+    mode: decodeNumber(block, MODE, 'mode', offsetBytes),
+    uid: decodeNumber(block, UID, 'uid', offsetBytes),
+    gid: decodeNumber(block, GID, 'gid', offsetBytes),
+    sizeBytes: decodeNumber(block, SIZE, 'size', offsetBytes),
+    mtimeSec: decodeNumber(block, MTIME, 'mtime', offsetBytes),
+    typeflag: String.fromCharCode(block[TYPEFLAG_OFFSET] ?? 0),
+    linkName: decodeString(block, LINKNAME),
+    format,
+    uname: format === 'v7' ? '' : decodeString(block, UNAME),
+    gname: format === 'v7' ? '' : decodeString(block, GNAME),
+    devMajor: format === 'v7' ? 0 : decodeNumber(block, DEVMAJOR, 'devmajor', offsetBytes),
+    devMinor: format === 'v7' ? 0 : decodeNumber(block, DEVMINOR, 'devminor', offsetBytes),
+  };
+}
+
+export interface TarHeaderInput {
+  name: string;
+  typeflag: string;
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  sizeBytes?: number;
+  mtimeSec?: number;
+  linkName?: string;
+  uname?: string;
+  gname?: string;
+  devMajor?: number;
+  devMinor?: number;
+}
+
+function encodeNumber(block: Buffer, f: { offset: number; length: number }, value: number): void {
+  const digits = f.length - 1;
+  if (value >= 0 && value < 8 ** digits) {
+    block.write(value.toString(8).padStart(digits, '0'), f.offset, 'latin1');
+    block[f.offset + digits] = 0;
+    return;
+  }
+  // GNU base-256: marker byte, then the value big-endian in the remaining bytes.
+  let rest = BigInt(value);
+  const negative = rest < 0n;
+  if (negative) rest = -rest - 1n;
+  for (let i = f.length - 1; i >= 1; i--) {
+    const byte = Number(rest & 0xffn);
+    block[f.offset + i] = negative ? 0xff - byte : byte;
+    rest >>= 8n;
+  }
+  if (rest !== 0n) throw new RangeError(`tar numeric field cannot hold ${value}`);
+  block[f.offset] = negative ? 0xff : 0x80;
+}
+
+function encodeString(block: Buffer, f: { offset: number; length: number }, value: string, what: string): void {
+  const bytes = Buffer.from(value, 'latin1');
+  if (bytes.length > f.length) throw new RangeError(`tar ${what} ${JSON.stringify(value)} is longer than ${f.length} bytes (needs a PAX record)`);
+  bytes.copy(block, f.offset);
+}
+
+/**
+ * Encodes a ustar header. A name over 100 bytes is split into prefix and name at a '/' when it fits
+ * (ustar's own extension); otherwise this throws and the caller writes a PAX `path` record first.
+ */
+export function encodeTarHeader(input: TarHeaderInput): Buffer {
+  const block = Buffer.alloc(TAR_BLOCK_BYTES);
+  let name = input.name;
+  let prefix = '';
+  if (Buffer.byteLength(name, 'latin1') > NAME.length) {
+    // The first '/' that leaves at most 100 bytes after it, with at most 155 before it.
+    let cut = name.indexOf('/', Math.max(1, name.length - NAME.length - 1));
+    if (cut > PREFIX.length || cut === name.length - 1) cut = -1;
+    if (cut < 0) throw new RangeError(`tar name ${JSON.stringify(name)} does not fit a ustar header (needs a PAX record)`);
+    prefix = name.slice(0, cut);
+    name = name.slice(cut + 1);
+  }
+  encodeString(block, NAME, name, 'name');
+  encodeNumber(block, MODE, input.mode ?? 0o644);
+  encodeNumber(block, UID, input.uid ?? 0);
+  encodeNumber(block, GID, input.gid ?? 0);
+  encodeNumber(block, SIZE, input.sizeBytes ?? 0);
+  encodeNumber(block, MTIME, input.mtimeSec ?? 0);
+  block.write(input.typeflag, TYPEFLAG_OFFSET, 'latin1');
+  encodeString(block, LINKNAME, input.linkName ?? '', 'link name');
+  USTAR_MAGIC.copy(block, MAGIC.offset);
+  block.write('00', VERSION.offset, 'latin1');
+  encodeString(block, UNAME, input.uname ?? '', 'uname');
+  encodeString(block, GNAME, input.gname ?? '', 'gname');
+  encodeNumber(block, DEVMAJOR, input.devMajor ?? 0);
+  encodeNumber(block, DEVMINOR, input.devMinor ?? 0);
+  encodeString(block, PREFIX, prefix, 'prefix');
+  // The checksum is computed with its own field as spaces, then stored as 6 octal digits, NUL, space.
+  block.fill(0x20, CHKSUM.offset, CHKSUM.offset + CHKSUM.length);
+  const { unsigned } = checksums(block);
+  block.write(`${unsigned.toString(8).padStart(6, '0')}\0 `, CHKSUM.offset, 'latin1');
+  return block;
+}
+
+/**
+ * Encodes PAX records (`LENGTH KEY=VALUE\n`, LENGTH counting itself). Keys are byte strings; values
+ * are raw bytes (SCHILY.xattr values are binary).
+ */
+export function encodePaxRecords(records: Iterable<readonly [string, Buffer | string]>): Buffer {
+  const parts: Buffer[] = [];
+  for (const [key, value] of records) {
+    const body = Buffer.concat([Buffer.from(` ${key}=`, 'latin1'), typeof value === 'string' ? Buffer.from(value, 'utf8') : value, Buffer.from('\n')]);
+    let length = body.length + 1;
+    while (String(length).length + body.length !== length) length = String(length).length + body.length;
+    parts.push(Buffer.from(String(length), 'latin1'), body);
+  }
+  return Buffer.concat(parts);
+}
+
+/** Upper bound on one PAX extended header; real ones are a few hundred bytes (xattrs: a few KiB). */
+export const MAX_PAX_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Decodes PAX records without interpreting values as text: keys become byte strings, values stay
+ * bytes (copied, so they do not pin the stream's chunk). Later records override earlier ones, as the
+ * standard says. A record whose length does not fit, or lacks '=' or the final newline, is corrupt.
+ */
+export function decodePaxRecords(data: Uint8Array, offsetBytes: number): Map<string, Buffer> {
+  const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const records = new Map<string, Buffer>();
+  let position = 0;
+  while (position < bytes.length) {
+    // Writers pad the last block with NULs; a NUL where a record should start ends the records.
+    if (bytes[position] === 0) break;
+    const space = bytes.indexOf(0x20, position);
+    const lengthText = space < 0 ? '' : bytes.toString('latin1', position, space);
+    if (!/^[0-9]{1,8}$/.test(lengthText)) throw new TarFormatError(`malformed PAX record at byte ${position} of the extended header`, offsetBytes);
+    const recordBytes = parseInt(lengthText, 10);
+    const end = position + recordBytes;
+    if (recordBytes <= space - position + 1 || end > bytes.length || bytes[end - 1] !== 0x0a) {
+      throw new TarFormatError(`malformed PAX record at byte ${position} of the extended header (bad length)`, offsetBytes);
+    }
+    const equals = bytes.indexOf(0x3d, space + 1);
+    if (equals < 0 || equals >= end - 1) throw new TarFormatError(`malformed PAX record at byte ${position} of the extended header (no '=')`, offsetBytes);
+    const key = bytes.toString('latin1', space + 1, equals);
+    records.set(key, Buffer.from(bytes.subarray(equals + 1, end - 1)));
+    position = end;
+  }
+  return records;
+}

@@ -1,0 +1,70 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { build, type BuildResult } from '../../src/build/build.js';
+import { assertFsckClean, withKernelMount } from '../helpers/kernel.js';
+import { realImages } from '../helpers/realImages.js';
+import { withTempDir } from '../helpers/tmp.js';
+import { assertTreesEqual, snapshotTree, type TreeSnapshot } from '../helpers/tree.js';
+import { assertReaderMatches } from './readerCheck.js';
+
+/**
+ * umoci stores whole seconds (tar headers without PAX times), rounding to the nearest second, so
+ * the expected trees are compared at that precision.
+ */
+function wholeSeconds(snapshot: TreeSnapshot): TreeSnapshot {
+  const round = (mtime: string) => {
+    const [sec, nsec] = mtime.split('.') as [string, string];
+    return `${BigInt(sec) + (Number(nsec) >= 500_000_000 ? 1n : 0n)}.000000000`;
+  };
+  return new Map([...snapshot].map(([path, entry]) => [path, { ...entry, mtime: round(entry.mtime) }]));
+}
+
+async function assertMatchesTree(result: BuildResult, expectedTree: string): Promise<void> {
+  const mounted = await withKernelMount(result.metadataImage, result.blobs, (mountpoint) => snapshotTree(mountpoint));
+  // make-real-oci.sh's marker file, excluded when it packed the image.
+  assertTreesEqual(wholeSeconds(await snapshotTree(expectedTree)), wholeSeconds(mounted), {
+    // The image root's own attributes come from the tool that packed it, not from the rootfs directory.
+    ignore: (path, field) => (path === '.' && ['mode', 'mtime', 'uid', 'gid'].includes(field)) || (path === '.made' && field === 'presence'),
+  });
+  await assertReaderMatches(result.metadataImage, result.blobs, mounted);
+}
+
+test('real Debian images (OCI gzip layout, both tags): the kernel mount equals the unpacked trees', async () => {
+  const real = await realImages();
+  await withTempDir(async (dir) => {
+    const out = join(dir, 'out');
+    const report = await build([real.gzipLayout], { outputDir: out });
+    const byName = new Map(report.images.map((i) => [i.name, i]));
+    assert.deepEqual([...byName.keys()].sort(), ['base', 'v1']);
+    const base = byName.get('base')!;
+    const v1 = byName.get('v1')!;
+    await assertMatchesTree(base, real.baseTree);
+    await assertMatchesTree(v1, real.v1Tree);
+    // v1 = base layer + its own layer: the base layer's blob is shared, v1 adds one blob.
+    assert.deepEqual(base.blobs.length, 1);
+    assert.deepEqual(v1.blobs.length, 2);
+    assert.equal(v1.blobs[0], base.blobs[0]);
+    // The same images without fingerprints pass Debian's fsck.erofs (1.5 predates xattr prefixes).
+    const plain = await build([`${real.gzipLayout}:v1`], { outputDir: join(dir, 'plain'), fingerprints: false });
+    await assertFsckClean(plain.images[0]!.metadataImage, plain.images[0]!.blobs);
+  });
+});
+
+test('real images: zstd layout and docker archives into one store reuse the base layer', async () => {
+  const real = await realImages();
+  await withTempDir(async (dir) => {
+    const store = join(dir, 'store');
+    const first = await build([real.dockerBase], { outputDir: join(dir, 'a'), storeDir: store });
+    const second = await build([`${real.zstdLayout}:v1`], { outputDir: join(dir, 'b'), storeDir: store });
+    const base = first.images[0]!;
+    const v1 = second.images[0]!;
+    await assertMatchesTree(v1, real.v1Tree);
+    // The base layer's content is already in the store: the derived build writes no base bytes again.
+    assert.equal(v1.blobs[0], base.blobs[0], 'base blob reused as device 1');
+    assert.ok(v1.chunks.bytesReused >= base.chunks.bytesWritten, `reused ${v1.chunks.bytesReused} of ${base.chunks.bytesWritten}`);
+    const docker = await build([real.dockerV1], { outputDir: join(dir, 'c'), storeDir: store });
+    assert.equal(docker.images[0]!.chunks.bytesWritten, 0, 'a third conversion of the same content writes nothing');
+    await assertMatchesTree(docker.images[0]!, real.v1Tree);
+  });
+});
