@@ -192,7 +192,7 @@ function fileNameForTag(tag: string): string {
 
 async function finishImage(prepared: PreparedBuild, builder: ImageBuilder, root: DirNode, name: string, options: BuildOptions, sourceConfig?: Record<string, unknown>): Promise<BuildResult> {
   options.signal?.throwIfAborted();
-  const { image, blobDigests, stats } = builder.finish(root);
+  const { image, blobDigests, stats } = await builder.finish(root);
   const metadataImage = path.join(options.outputDir, `${name}.erofs`);
   await writeFileAtomically(metadataImage, image);
   const blobs = blobDigests.map((digest) => prepared.store.blobPath(digest));

@@ -49,6 +49,8 @@ export class SourceChangedError extends Error {
 /** Chunks up to this size are read whole into memory; larger ones stream through in pieces. */
 const WHOLE_CHUNK_LIMIT_BYTES = 4 << 20;
 const ZEROS = Buffer.alloc(WHOLE_CHUNK_LIMIT_BYTES);
+/** Room after a whole chunk for its zero padding to the next block (blocks are at most 64 KiB). */
+const PADDING_ROOM_BYTES = 64 << 10;
 
 function isAllZero(bytes: Buffer): boolean {
   return bytes.equals(ZEROS.subarray(0, bytes.length));
@@ -63,7 +65,7 @@ export class Chunker {
   readonly stats: ChunkStats = { chunksWritten: 0, chunksReused: 0, holeChunks: 0, bytesWritten: 0, bytesReused: 0 };
   /** Chunks written into the blob, in order, for the store's dictionary. */
   readonly written: WrittenChunk[] = [];
-  private readonly buffer = Buffer.allocUnsafe(WHOLE_CHUNK_LIMIT_BYTES);
+  private readonly buffer = Buffer.allocUnsafe(WHOLE_CHUNK_LIMIT_BYTES + PADDING_ROOM_BYTES);
   private readonly blockSizeBits: number;
 
   constructor(
@@ -130,10 +132,13 @@ export class Chunker {
       this.stats.bytesReused += lengthBytes;
       return known;
     }
+    // Data and its zero padding to the block go out in one write.
+    const paddedBytes = Math.ceil(lengthBytes / this.blob.blockSizeBytes) * this.blob.blockSizeBytes;
+    const padded = this.buffer.subarray(0, paddedBytes).fill(0, lengthBytes);
     const start = this.blob.nextBlkaddr * this.blob.blockSizeBytes;
-    await this.blob.writeAt(bytes, start);
-    this.blob.updateDigest(bytes);
-    const index = { deviceId: this.deviceId, blkaddr: await this.blob.commitChunk(lengthBytes) };
+    await this.blob.writeAt(padded, start);
+    this.blob.updateDigest(padded);
+    const index = { deviceId: this.deviceId, blkaddr: await this.blob.commitChunk(paddedBytes) };
     this.dictionary.set(key, index);
     this.written.push({ key, blkaddr: index.blkaddr });
     this.stats.chunksWritten++;
@@ -147,7 +152,7 @@ export class Chunker {
     const start = this.blob.nextBlkaddr * this.blob.blockSizeBytes;
     let allZero = true;
     for (let done = 0; done < lengthBytes; ) {
-      const piece = this.buffer.subarray(0, Math.min(this.buffer.length, lengthBytes - done));
+      const piece = this.buffer.subarray(0, Math.min(WHOLE_CHUNK_LIMIT_BYTES, lengthBytes - done));
       await this.readFully(sourcePath, readAt, piece, offset + done, offset + lengthBytes);
       hasher.update(piece);
       content?.update(piece);

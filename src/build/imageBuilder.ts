@@ -5,6 +5,7 @@ import type { ChunkStore } from '../store/store.js';
 import { BlobWriter } from './blob.js';
 import { Chunker, type ChunkDictionary, type ChunkSizePolicy, type ChunkStats, type ReadAt } from './chunker.js';
 import { FINGERPRINT_IMAGE_OPTIONS, fingerprintXattr } from './fingerprint.js';
+import { OVERLAY_METACOPY_XATTR, OVERLAY_REDIRECT_XATTR, buildObjectIndex, objectPath, type ObjectEntry } from './objectIndex.js';
 import { emitMetadataImage, planMetadataImage, type MetadataImageOptions } from './metadata.js';
 import type { DirNode, RegNode, RegularData, TreeNode } from './tree.js';
 
@@ -58,6 +59,10 @@ export class ImageBuilder {
   private readonly stats: ChunkStats = { chunksWritten: 0, chunksReused: 0, holeChunks: 0, bytesWritten: 0, bytesReused: 0 };
   private files = 0;
   private bytes = 0;
+  /** Content sha256 (hex) of each stored file's data, for object names and fingerprints. */
+  private readonly contentOf = new WeakMap<RegularData, string>();
+  /** Object digests of the blobs this build wrote (store blobs' lists are read at finish). */
+  private readonly objectsOfDigest = new Map<string, Set<string>>();
 
   constructor(
     private readonly store: ChunkStore,
@@ -95,21 +100,36 @@ export class ImageBuilder {
       set: (key, index) => void local.set(key, index),
     };
     const chunker = new Chunker(writer, currentSlot, dictionary, this.options.policy);
+    const layerFiles: RegularData[] = [];
     try {
       const result = await fill(async (sourcePath, readAt, sizeBytes) => {
         this.options.signal?.throwIfAborted();
-        const withSha = this.options.fingerprints && sizeBytes > 0;
-        const { data, contentSha256 } = await chunker.chunkFile(sourcePath, readAt, sizeBytes, this.options.chunkBits, withSha);
+        const { data, contentSha256 } = await chunker.chunkFile(sourcePath, readAt, sizeBytes, this.options.chunkBits, sizeBytes > 0);
         this.files++;
         this.bytes += sizeBytes;
         this.options.onProgress?.({ files: this.files, bytes: this.bytes });
-        return { data, xattrs: contentSha256 === undefined ? [] : [fingerprintXattr(contentSha256)] };
+        if (contentSha256 === undefined) return { data, xattrs: [] };
+        this.contentOf.set(data, contentSha256.toString('hex'));
+        layerFiles.push(data);
+        return { data, xattrs: this.options.fingerprints ? [fingerprintXattr(contentSha256)] : [] };
       });
       this.options.signal?.throwIfAborted();
       if (writer.lengthBlocks > 0) {
         const blob = await writer.finish();
         slot.digest = blob.digest;
         if (!this.slotOfDigest.has(blob.digest)) this.slotOfDigest.set(blob.digest, currentSlot);
+        // Objects of this blob: this layer's files whose data lies wholly in it.
+        const objects = new Map<string, ObjectEntry>();
+        for (const data of layerFiles) {
+          if (data.kind !== 'chunks') continue;
+          const verdict = sharingEligibility(data.chunks, data.sizeBytes);
+          const hex = this.contentOf.get(data)!;
+          if (!verdict.eligible || verdict.deviceId !== currentSlot || objects.has(hex)) continue;
+          objects.set(hex, { contentSha256Hex: hex, sizeBytes: data.sizeBytes, chunkBits: data.chunkBits, chunks: data.chunks.map((c) => (c.blkaddr === null ? c : { deviceId: 1, blkaddr: c.blkaddr })) });
+        }
+        const digests = [...objects.keys()].sort();
+        await this.store.addObjectIndex(blob.digest, buildObjectIndex(blob.digest, blob.blocks, [...objects.values()], this.options.blockSizeBits), digests);
+        this.objectsOfDigest.set(blob.digest, new Set(digests));
         await this.store.addBlobChunks(blob.digest, chunker.written);
       } else {
         await writer.abort();
@@ -122,9 +142,40 @@ export class ImageBuilder {
     }
   }
 
+  /**
+   * Marks every file whose data is one object of its blob's object index with overlayfs metacopy
+   * and redirect xattrs. A plain EROFS mount ignores them (the chunk indexes still map the data);
+   * an overlay with the object indexes as data-only layers reads the data through the object.
+   */
+  private async markObjects(regularNodes: readonly RegNode[]): Promise<Map<RegNode, 'object' | 'not in the object index of its blob'>> {
+    const verdicts = new Map<RegNode, 'object' | 'not in the object index of its blob'>();
+    for (const node of regularNodes) {
+      if (node.data.kind !== 'chunks') continue;
+      const verdict = sharingEligibility(node.data.chunks, node.data.sizeBytes);
+      const hex = this.contentOf.get(node.data);
+      if (!verdict.eligible || hex === undefined) continue;
+      const digest = this.slots[verdict.deviceId - 1]?.digest;
+      if (digest === undefined) continue;
+      let objects = this.objectsOfDigest.get(digest);
+      if (objects === undefined) {
+        objects = await this.store.objectDigests(digest);
+        this.objectsOfDigest.set(digest, objects);
+      }
+      if (!objects.has(hex)) {
+        verdicts.set(node, 'not in the object index of its blob');
+        continue;
+      }
+      node.xattrs.set(OVERLAY_METACOPY_XATTR, Buffer.alloc(0));
+      node.xattrs.set(OVERLAY_REDIRECT_XATTR, Buffer.from(objectPath(hex)));
+      verdicts.set(node, 'object');
+    }
+    return verdicts;
+  }
+
   /** Plans and emits the metadata image of `root`; returns it with its blobs in device order. */
-  finish(root: DirNode): { image: Buffer; blobDigests: string[]; stats: ImageStats } {
+  async finish(root: DirNode): Promise<{ image: Buffer; blobDigests: string[]; stats: ImageStats }> {
     const regularNodes = uniqueRegularNodes(root);
+    const objectVerdicts = await this.markObjects(regularNodes);
     // Renumber provisional slots to device ids 1..n over the slots actually used: blobs that were
     // already in the store first (lower layers, base images), then this build's, each in the order met.
     const used = new Set<number>();
@@ -163,7 +214,7 @@ export class ImageBuilder {
       stats: {
         chunks: { ...this.stats, dedupRatio: stored === 0 ? 1 : (this.stats.bytesWritten + this.stats.bytesReused) / stored },
         singleChunkFiles,
-        sharing: sharingReport(regularNodes),
+        sharing: sharingReport(regularNodes, objectVerdicts),
       },
     };
   }
@@ -183,11 +234,13 @@ function uniqueRegularNodes(root: DirNode): RegNode[] {
   return out;
 }
 
-function sharingReport(nodes: readonly RegNode[]): Record<string, EligibilityClass> {
+function sharingReport(nodes: readonly RegNode[], objectVerdicts: ReadonlyMap<RegNode, string>): Record<string, EligibilityClass> {
   const classes: Record<string, EligibilityClass> = {};
   for (const node of nodes) {
     const sizeBytes = node.data.kind === 'inline' ? node.data.bytes.length : node.data.sizeBytes;
-    const verdict = sharingEligibility(node.data.kind === 'chunks' ? node.data.chunks : [{ deviceId: 0, blkaddr: 0 }], sizeBytes);
+    let verdict = sharingEligibility(node.data.kind === 'chunks' ? node.data.chunks : [{ deviceId: 0, blkaddr: 0 }], sizeBytes);
+    const objectVerdict = objectVerdicts.get(node);
+    if (verdict.eligible && objectVerdict !== undefined && objectVerdict !== 'object') verdict = { eligible: false, reason: 'not in the object index of its blob', deviceIds: [verdict.deviceId] };
     const entry = (classes[fileSizeClass(sizeBytes)] ??= { files: 0, bytes: 0, eligibleFiles: 0, eligibleBytes: 0, ineligible: {} });
     entry.files++;
     entry.bytes += sizeBytes;

@@ -5,7 +5,7 @@
  */
 export type SharingEligibility =
   | { eligible: true; deviceId: number }
-  | { eligible: false; reason: 'empty' | 'no data (all holes)' | 'data in the metadata image' | 'data spans several blobs'; deviceIds: number[] };
+  | { eligible: false; reason: 'empty' | 'no data (all holes)' | 'data in the metadata image' | 'data spans several blobs' | 'not in the object index of its blob'; deviceIds: number[] };
 
 export function sharingEligibility(chunks: readonly { deviceId: number; blkaddr: number | null }[], sizeBytes: number): SharingEligibility {
   if (sizeBytes === 0) return { eligible: false, reason: 'empty', deviceIds: [] };

@@ -1,5 +1,4 @@
-import { pipeline } from 'node:stream';
-import { Duplex, Readable } from 'node:stream';
+import { Duplex, Readable, pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import zstd from 'zstd-napi/binding.js';
 import { DigestCheck, type ParsedDigest } from './digest.js';

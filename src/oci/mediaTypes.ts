@@ -1,7 +1,7 @@
 /** How a layer's stored bytes wrap its tar. */
 export type Compression = 'none' | 'gzip' | 'zstd';
 
-export const MEDIA_TYPE_OCI_LAYOUT_INDEX = 'application/vnd.oci.image.index.v1+json';
+export const MEDIA_TYPE_OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
 export const MEDIA_TYPE_OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 export const MEDIA_TYPE_OCI_CONFIG = 'application/vnd.oci.image.config.v1+json';
 export const MEDIA_TYPE_OCI_LAYER = 'application/vnd.oci.image.layer.v1.tar';
@@ -41,7 +41,7 @@ export function layerCompression(mediaType: string): Compression | undefined {
 }
 
 export const MANIFEST_MEDIA_TYPES: readonly string[] = [MEDIA_TYPE_OCI_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST];
-export const INDEX_MEDIA_TYPES: readonly string[] = [MEDIA_TYPE_OCI_LAYOUT_INDEX, MEDIA_TYPE_DOCKER_MANIFEST_LIST];
+export const INDEX_MEDIA_TYPES: readonly string[] = [MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_DOCKER_MANIFEST_LIST];
 export const IMAGE_CONFIG_MEDIA_TYPES: readonly string[] = [MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_DOCKER_CONFIG];
 
 /** The media type a layer would have in an OCI manifest, for layers found without one (docker-archive, lone tarballs). */

@@ -140,7 +140,9 @@ export class TarIndex {
   static async open(archivePath: string): Promise<TarIndex> {
     const members = new Map<string, TarMember>();
     // A later member of the same name replaces an earlier one, as extraction would.
-    await scanTarFile(archivePath, (member) => members.set(member.name, member));
+    await scanTarFile(archivePath, (member) => {
+      members.set(member.name, member);
+    });
     return new TarIndex(archivePath, members);
   }
 

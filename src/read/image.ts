@@ -780,11 +780,11 @@ export class ErofsImage {
       let nid = this.rootNid;
       for (const [i, component] of components.entries()) {
         const dir = await this.loadInode(nid);
-        const sofar = components.slice(0, i).map((c) => c.toString('utf8')).join('/') || '/';
-        if (dir.kind === 'lnk') throw new PathNotFoundError(text, `${sofar} is a symlink (lookup does not follow symlinks)`, this.path);
-        if (dir.kind !== 'dir') throw new PathNotFoundError(text, `${sofar} is not a directory`, this.path);
+        const sofar = (): string => components.slice(0, i).map((c) => c.toString('utf8')).join('/') || '/';
+        if (dir.kind === 'lnk') throw new PathNotFoundError(text, `${sofar()} is a symlink (lookup does not follow symlinks)`, this.path);
+        if (dir.kind !== 'dir') throw new PathNotFoundError(text, `${sofar()} is not a directory`, this.path);
         const next = await this.lookupIn(nid, component);
-        if (next === undefined) throw new PathNotFoundError(text, `no entry "${component.toString('utf8')}" in ${sofar}`, this.path);
+        if (next === undefined) throw new PathNotFoundError(text, `no entry "${component.toString('utf8')}" in ${sofar()}`, this.path);
         nid = next;
       }
       return nid;

@@ -63,6 +63,31 @@ export class ChunkStore {
     return sizeBytes / 2 ** blockSizeBits;
   }
 
+  private get objectsDir(): string {
+    return path.join(this.dir, 'objects');
+  }
+
+  /** The object index image of a blob (see src/build/objectIndex.ts). */
+  objectIndexPath(blobDigest: string): string {
+    return path.join(this.objectsDir, `${blobDigest}.erofs`);
+  }
+
+  /**
+   * Content digests (hex sha256) of the objects a blob's object index lists, from the list kept
+   * beside it; empty when the blob has no index.
+   */
+  async objectDigests(blobDigest: string): Promise<Set<string>> {
+    const text = await readFile(path.join(this.objectsDir, `${blobDigest}.objects`), 'utf8').catch(() => '');
+    return new Set(text.split('\n').filter((line) => /^[0-9a-f]{64}$/.test(line)));
+  }
+
+  /** Stores a blob's object index and its list of object digests (each under a temporary name first). */
+  async addObjectIndex(blobDigest: string, image: Uint8Array, objectDigests: readonly string[]): Promise<void> {
+    await mkdir(this.objectsDir, { recursive: true });
+    await writeFileAtomic(this.objectIndexPath(blobDigest), image);
+    await writeFileAtomic(path.join(this.objectsDir, `${blobDigest}.objects`), Buffer.from(objectDigests.map((d) => `${d}\n`).join('')));
+  }
+
   /** Number of chunks known. */
   get size(): number {
     return this.chunks.size;
@@ -112,6 +137,21 @@ export class ChunkStore {
     });
     for (const { key, blkaddr } of written) if (!this.chunks.has(key)) this.chunks.set(key, { blobDigest, blkaddr });
   }
+}
+
+async function writeFileAtomic(finalPath: string, bytes: Uint8Array): Promise<void> {
+  const tempPath = `${path.join(path.dirname(finalPath), '.tmp-' + path.basename(finalPath))}-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const file = await open(tempPath, 'wx');
+  try {
+    await file.writeFile(bytes);
+    await file.sync();
+  } finally {
+    await file.close();
+  }
+  await rename(tempPath, finalPath).catch(async (error) => {
+    await rm(tempPath, { force: true });
+    throw error;
+  });
 }
 
 /** Dictionary key of a chunk: its BLAKE3 digest and its length (a tail chunk differs from a full one). */

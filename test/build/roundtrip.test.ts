@@ -9,17 +9,19 @@ import { makeFullTree, makeSmallTree } from '../helpers/fixtures.js';
 import { assertFsckClean, assertNoLeaks, leakCheck, withKernelMount } from '../helpers/kernel.js';
 import { withTempDir } from '../helpers/tmp.js';
 import { assertTreesEqual, snapshotTree } from '../helpers/tree.js';
-import { assertFingerprints, assertReaderMatches } from './readerCheck.js';
+import { SOURCE_VS_IMAGE, assertFingerprints, assertObjectRedirects, assertReaderMatches } from './readerCheck.js';
 
 /**
  * The ground truth for an image we write: the kernel mounts it, the mounted tree equals the source
  * (content, mode, owners, nanosecond mtimes, nlink, rdev, xattrs, link targets, hardlink groups),
  * fsck.erofs finds nothing wrong, and our reader returns the same tree as the kernel.
  */
-async function assertImageMatchesSource(source: string, result: BuildResult): Promise<void> {
+async function assertImageMatchesSource(source: string, result: BuildResult, { expectObjects = true } = {}): Promise<void> {
   const expected = await snapshotTree(source);
   const mounted = await withKernelMount(result.metadataImage, result.blobs, (mountpoint) => snapshotTree(mountpoint));
-  assertTreesEqual(expected, mounted);
+  assertTreesEqual(expected, mounted, SOURCE_VS_IMAGE);
+  const redirected = assertObjectRedirects(expected, mounted);
+  if (expectObjects) assert.ok(redirected > 0, 'files are marked for overlay sharing');
   await assertReaderMatches(result.metadataImage, result.blobs, mounted);
   await assertFingerprints(result.metadataImage, result.blobs, expected);
   // Debian's fsck.erofs (erofs-utils 1.5) predates long xattr prefixes, which the fingerprint needs,
@@ -35,7 +37,7 @@ async function assertImageMatchesSource(source: string, result: BuildResult): Pr
   await withTempDir(async (extractTo) => {
     await assertFsckClean(twin.metadataImage, twin.blobs, [`--extract=${join(extractTo, 'x')}`]);
   });
-  assertTreesEqual(expected, await withKernelMount(twin.metadataImage, twin.blobs, (mountpoint) => snapshotTree(mountpoint)));
+  assertTreesEqual(expected, await withKernelMount(twin.metadataImage, twin.blobs, (mountpoint) => snapshotTree(mountpoint)), SOURCE_VS_IMAGE);
 }
 
 /** A temp dir for one case, and afterwards proof that no loop device backed by its files is left. */
@@ -105,6 +107,6 @@ test('a tree without file data needs no blob device', async () => {
     await writeFile(join(source, 'a', 'empty'), '');
     const result = await buildImage({ kind: 'directory', path: source }, { outputDir: join(dir, 'out') });
     assert.deepEqual(result.blobs, []);
-    await assertImageMatchesSource(source, result);
+    await assertImageMatchesSource(source, result, { expectObjects: false });
   });
 });

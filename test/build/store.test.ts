@@ -10,6 +10,7 @@ import { ErofsImage } from '../../src/read/index.js';
 import { withKernelMount } from '../helpers/kernel.js';
 import { withTempDir } from '../helpers/tmp.js';
 import { assertTreesEqual, snapshotTree } from '../helpers/tree.js';
+import { SOURCE_VS_IMAGE } from './readerCheck.js';
 
 const MiB = 1 << 20;
 
@@ -64,7 +65,7 @@ test('tune policy: files with nothing to deduplicate become one chunk; deduplica
     // Both read back identical to the source through the kernel.
     const expected = await snapshotTree(src);
     for (const result of [tuned, fixed]) {
-      assertTreesEqual(expected, await withKernelMount(result.metadataImage, result.blobs, (m) => snapshotTree(m)));
+      assertTreesEqual(expected, await withKernelMount(result.metadataImage, result.blobs, (m) => snapshotTree(m)), SOURCE_VS_IMAGE);
     }
   });
 });
@@ -89,7 +90,7 @@ test('a shared store: a second build of overlapping content writes only the new 
     const layout = await chunkLayout(second, ['lib.so', 'app']);
     assert.deepEqual(layout.get('lib.so')!.devices, [1]);
     assert.deepEqual(layout.get('app')!.devices, [2]);
-    assertTreesEqual(await snapshotTree(derived), await withKernelMount(second.metadataImage, second.blobs, (m) => snapshotTree(m)));
+    assertTreesEqual(await snapshotTree(derived), await withKernelMount(second.metadataImage, second.blobs, (m) => snapshotTree(m)), SOURCE_VS_IMAGE);
     // A rebuild of the base writes nothing new at all.
     const again = await buildImage({ kind: 'directory', path: base }, { outputDir: join(dir, 'out3'), storeDir: store, chunkSizeBytes: MiB });
     assert.equal(again.chunks.bytesWritten, 0);
@@ -118,7 +119,7 @@ test('two builds into one store at the same time both succeed and leave a consis
     for (const r of results) assert.equal(r.code, 0, r.output);
     for (const [i, r] of results.entries()) {
       const report = JSON.parse(r.output) as BuildResult;
-      assertTreesEqual(await snapshotTree(sources[i]!), await withKernelMount(report.metadataImage, report.blobs, (m) => snapshotTree(m)));
+      assertTreesEqual(await snapshotTree(sources[i]!), await withKernelMount(report.metadataImage, report.blobs, (m) => snapshotTree(m)), SOURCE_VS_IMAGE);
     }
     // No temporary files remain, and every chunk list belongs to a blob that exists.
     const blobNames = await readdir(join(store, 'blobs', 'sha256'));

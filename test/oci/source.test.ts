@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
@@ -456,5 +456,32 @@ test('a tar that contains tar entries with the root ./ and whiteouts reads throu
     await writeFile(join(dir, 'wh.tar'), tar);
     const source = await openImageSource(join(dir, 'wh.tar'));
     assert.deepEqual(await entryPaths(source, 0, 0), ['', 'etc/.wh.motd', 'usr/.wh..wh..opq']);
+  });
+});
+
+test('destroying a layer stream early closes the blob file; a path escaping a docker archive is refused', async () => {
+  await withTempDir(async (dir) => {
+    const layout = join(dir, 'layout');
+    const big = makeTar([{ name: 'big', data: randomBytes(4 * 1024 * 1024) }]);
+    await writeLayout(layout, [{ tag: 't', layers: [{ tar: big, compression: 'gzip' }, { tar: big, compression: 'zstd' }, { tar: big, compression: 'none' }] }]);
+    const source = await openImageSource(layout);
+    const fdsBefore = (await readdir('/proc/self/fd')).length;
+    for (const layer of source.images[0]!.layers) {
+      const stream = await source.openLayer(layer);
+      for await (const chunk of stream) {
+        assert.ok((chunk as Buffer).length > 0);
+        break;
+      }
+      assert.ok(stream.destroyed);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal((await readdir('/proc/self/fd')).length, fdsBefore, 'no file left open');
+
+    const docker = join(dir, 'docker');
+    await writeOldDockerArchive(docker, [TOP]);
+    const manifest = JSON.parse(await readFile(join(docker, 'manifest.json'), 'utf8')) as Array<{ Layers: string[] }>;
+    manifest[0]!.Layers[0] = '../../../etc/passwd';
+    await writeFile(join(docker, 'manifest.json'), JSON.stringify(manifest));
+    await assertFails(openImageSource(docker), InvalidImageSourceError, [/path "\.\.\/\.\.\/\.\.\/etc\/passwd" points outside the image/]);
   });
 });

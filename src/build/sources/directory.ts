@@ -1,6 +1,5 @@
-import { listAttributes, getAttribute } from 'fs-xattr';
-import { constants as fsConstants, type BigIntStats } from 'node:fs';
-import { lstat, open, readdir, readlink } from 'node:fs/promises';
+import { getAttributeSync, listAttributesSync } from 'fs-xattr';
+import { closeSync, constants as fsConstants, lstatSync, openSync, readdirSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
 import type { RegularData, DirNode, NodeAttrs, TreeNode } from '../tree.js';
 import { nameKey } from '../tree.js';
 import type { ReadAt } from '../chunker.js';
@@ -39,21 +38,21 @@ const O_PATH = 0o10000000;
  * /proc/self/fd of an O_PATH|O_NOFOLLOW handle: that names the entry (symlinks included) and
  * works for names that are not valid UTF-8.
  */
-async function readXattrs(pathBytes: Buffer, openFd?: number): Promise<Map<string, Buffer>> {
+function readXattrs(pathBytes: Buffer, openFd?: number): Map<string, Buffer> {
   const xattrs = new Map<string, Buffer>();
-  const handle = openFd === undefined ? await open(pathBytes, O_PATH | fsConstants.O_NOFOLLOW) : undefined;
-  const fdPath = `/proc/self/fd/${openFd ?? handle!.fd}`;
+  const fd = openFd ?? openSync(pathBytes, O_PATH | fsConstants.O_NOFOLLOW);
+  const fdPath = `/proc/self/fd/${fd}`;
   try {
     let names: string[];
     try {
-      names = await listAttributes(fdPath);
+      names = listAttributesSync(fdPath);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOTSUP') return xattrs;
       throw error;
     }
     for (const name of names.sort()) {
       try {
-        xattrs.set(Buffer.from(name, 'utf8').toString('latin1'), await getAttribute(fdPath, name));
+        xattrs.set(Buffer.from(name, 'utf8').toString('latin1'), getAttributeSync(fdPath, name));
       } catch (error) {
         // Gone between list and get, or unreadable in this namespace (user.* on special files).
         if (!['ENODATA', 'EPERM'].includes((error as NodeJS.ErrnoException).code ?? '')) throw error;
@@ -61,7 +60,7 @@ async function readXattrs(pathBytes: Buffer, openFd?: number): Promise<Map<strin
     }
     return xattrs;
   } finally {
-    await handle?.close();
+    if (openFd === undefined) closeSync(fd);
   }
 }
 
@@ -72,19 +71,23 @@ async function readXattrs(pathBytes: Buffer, openFd?: number): Promise<Map<strin
  */
 export async function readDirectoryTree(rootPath: string, sink: RegularFileSink): Promise<DirNode> {
   const rootBytes = Buffer.from(rootPath);
-  const rootStat = await lstat(rootBytes, { bigint: true }).catch((error: NodeJS.ErrnoException) => {
-    throw new SourceReadError(rootPath, error.code === 'ENOENT' ? 'no such directory' : error.message);
-  });
+  let rootStat: BigIntStats;
+  try {
+    rootStat = lstatSync(rootBytes, { bigint: true });
+  } catch (error) {
+    const err = error as NodeJS.ErrnoException;
+    throw new SourceReadError(rootPath, err.code === 'ENOENT' ? 'no such directory' : err.message);
+  }
   if (!rootStat.isDirectory()) throw new SourceReadError(rootPath, 'not a directory');
-  const root: DirNode = { kind: 'dir', children: new Map(), ...attrsOf(rootStat, await readXattrs(rootBytes)) };
+  const root: DirNode = { kind: 'dir', children: new Map(), ...attrsOf(rootStat, readXattrs(rootBytes)) };
   const hardlinks = new Map<string, TreeNode>();
   const pending: { dir: DirNode; pathBytes: Buffer }[] = [{ dir: root, pathBytes: rootBytes }];
   while (pending.length > 0) {
     const { dir, pathBytes } = pending.pop()!;
-    const names = (await readdir(pathBytes, { encoding: 'buffer' })).sort(Buffer.compare);
+    const names = readdirSync(pathBytes, { encoding: 'buffer' }).sort(Buffer.compare);
     for (const name of names) {
       const childPath = Buffer.concat([pathBytes, Buffer.from('/'), name]);
-      const stat = await lstat(childPath, { bigint: true });
+      const stat = lstatSync(childPath, { bigint: true });
       const linkKey = `${stat.dev}:${stat.ino}`;
       if (!stat.isDirectory() && stat.nlink > 1n) {
         const existing = hardlinks.get(linkKey);
@@ -105,21 +108,23 @@ export async function readDirectoryTree(rootPath: string, sink: RegularFileSink)
 async function nodeFor(pathBytes: Buffer, stat: BigIntStats, sink: RegularFileSink): Promise<TreeNode> {
   const display = pathBytes.toString();
   if (stat.isSymbolicLink()) {
-    return { kind: 'lnk', target: await readlink(pathBytes, { encoding: 'buffer' }), ...attrsOf(stat, await readXattrs(pathBytes)) };
+    return { kind: 'lnk', target: readlinkSync(pathBytes, { encoding: 'buffer' }), ...attrsOf(stat, readXattrs(pathBytes)) };
   }
   if (stat.isFile()) {
-    const handle = await open(pathBytes, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+    // Synchronous reads: files are converted one at a time, and a thread-pool round trip per read
+    // cost more than the read (see BlobWriter).
+    const fd = openSync(pathBytes, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
     try {
-      const attrs = attrsOf(stat, await readXattrs(pathBytes, handle.fd));
-      const readAt: ReadAt = async (buffer, offset, length, position) => (await handle.read(buffer, offset, length, position)).bytesRead;
+      const attrs = attrsOf(stat, readXattrs(pathBytes, fd));
+      const readAt: ReadAt = async (buffer, offset, length, position) => readSync(fd, buffer, offset, length, position);
       const { data, xattrs } = await sink(display, readAt, Number(stat.size));
       for (const [name, value] of xattrs) attrs.xattrs.set(name, value);
       return { kind: 'reg', data, ...attrs };
     } finally {
-      await handle.close();
+      closeSync(fd);
     }
   }
-  const attrs = attrsOf(stat, await readXattrs(pathBytes));
+  const attrs = attrsOf(stat, readXattrs(pathBytes));
   if (stat.isDirectory()) return { kind: 'dir', children: new Map(), ...attrs };
   if (stat.isCharacterDevice() || stat.isBlockDevice()) {
     const rdev = Number(stat.rdev);
