@@ -1,6 +1,7 @@
-import { createHash, randomBytes, type Hash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
+import { ThreadedSha256 } from './digestWorker.js';
 import path from 'node:path';
 
 /**
@@ -14,7 +15,7 @@ import path from 'node:path';
  */
 export class BlobWriter {
   private endBytes = 0;
-  private sha256: Hash | null = createHash('sha256');
+  private sha256: ThreadedSha256 | null = new ThreadedSha256();
   private closed = false;
 
   private constructor(
@@ -59,19 +60,20 @@ export class BlobWriter {
     if (padded > dataBytes) {
       const zeros = Buffer.alloc(padded - dataBytes);
       await this.writeAt(zeros, this.endBytes + dataBytes);
-      this.sha256?.update(zeros);
+      await this.sha256?.update(zeros);
     }
     this.endBytes += padded;
     return blkaddr;
   }
 
   /** Feeds chunk bytes being written at the end to the blob digest, in order. */
-  updateDigest(bytes: Uint8Array): void {
-    this.sha256?.update(bytes);
+  async updateDigest(bytes: Uint8Array): Promise<void> {
+    await this.sha256?.update(bytes);
   }
 
   /** A tentatively written chunk was dropped after some of it reached the digest: recompute at the end. */
   invalidateDigest(): void {
+    void this.sha256?.dispose();
     this.sha256 = null;
   }
 
@@ -85,7 +87,7 @@ export class BlobWriter {
     ftruncateSync(this.fd, this.endBytes);
     let digest: string;
     if (this.sha256 !== null) {
-      digest = this.sha256.digest('hex');
+      digest = await this.sha256.digestHex();
     } else {
       const hash = createHash('sha256');
       const buffer = Buffer.allocUnsafe(1 << 20);
@@ -107,6 +109,8 @@ export class BlobWriter {
 
   /** Drops the temporary file (a failed build leaves nothing behind). */
   async abort(): Promise<void> {
+    await this.sha256?.dispose();
+    this.sha256 = null;
     if (!this.closed) {
       this.closed = true;
       try {

@@ -137,7 +137,7 @@ export class Chunker {
     const padded = this.buffer.subarray(0, paddedBytes).fill(0, lengthBytes);
     const start = this.blob.nextBlkaddr * this.blob.blockSizeBytes;
     await this.blob.writeAt(padded, start);
-    this.blob.updateDigest(padded);
+    await this.blob.updateDigest(padded);
     const index = { deviceId: this.deviceId, blkaddr: await this.blob.commitChunk(paddedBytes) };
     this.dictionary.set(key, index);
     this.written.push({ key, blkaddr: index.blkaddr });
@@ -158,7 +158,7 @@ export class Chunker {
       content?.update(piece);
       if (allZero && !isAllZero(piece)) allZero = false;
       await this.blob.writeAt(piece, start + done);
-      this.blob.updateDigest(piece);
+      await this.blob.updateDigest(piece);
       done += piece.length;
     }
     if (allZero) {

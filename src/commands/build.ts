@@ -1,5 +1,4 @@
 import { Args, Command, Flags } from '@oclif/core';
-import ora from 'ora';
 import { BuildInterruptedError } from '../build/errors.js';
 import { build, DEFAULT_BLOCK_SIZE_BYTES, DEFAULT_CHUNK_SIZE_BYTES, type BuildReport, type BuildResult } from '../build/build.js';
 import { parseByteSize } from '../cli/sizes.js';
@@ -39,7 +38,8 @@ export default class Build extends Command {
   async run(): Promise<BuildReport & Partial<BuildResult>> {
     const { argv, flags } = await this.parse(Build);
     const interactive = !this.jsonEnabled() && process.stderr.isTTY === true;
-    const spinner = interactive ? ora({ text: 'Converting', stream: process.stderr }).start() : undefined;
+    // ora is loaded only for a terminal: it costs startup time that scripts need not pay.
+    const spinner = interactive ? (await import('ora')).default({ text: 'Converting', stream: process.stderr }).start() : undefined;
     // Ctrl-C or a kill stops the build between files and removes what it wrote.
     const abort = new AbortController();
     const onSignal = (signal: NodeJS.Signals) => abort.abort(new BuildInterruptedError(signal));
