@@ -4,6 +4,10 @@ import { nameKey, type DirNode, type NodeAttrs, type RegularData, type TreeNode 
 /** One entry of a layer tar, normalized (what src/oci yields). Paths are '/'-separated, relative. */
 export interface LayerEntry {
   path: string;
+  /** The exact name bytes (names need not be UTF-8); `path` is used when absent. */
+  pathBytes?: Buffer;
+  /** The exact bytes of `linkTarget`. */
+  linkTargetBytes?: Buffer;
   type: 'file' | 'dir' | 'symlink' | 'hardlink' | 'chr' | 'blk' | 'fifo';
   mode: number;
   uid: number;
@@ -28,6 +32,13 @@ export class LayerApplyError extends Error {
 }
 
 const WHITEOUT_PREFIX = '.wh.';
+
+/** Path components as tree keys (latin1 strings of the raw bytes), without empty or '.' parts. */
+function splitPath(path: Buffer): string[] {
+  return nameKey(path)
+    .split('/')
+    .filter((c) => c !== '' && c !== '.');
+}
 const OPAQUE_MARKER = '.wh..wh..opq';
 
 /**
@@ -54,7 +65,7 @@ export class LayerApplier {
    * for entries that end up in the tree (whiteouts and markers have no body to store).
    */
   async apply<E extends LayerEntry>(entry: E, regularData: (entry: E) => Promise<{ data: RegularData; xattrs: [string, Buffer][] }>): Promise<void> {
-    const components = entry.path === '' || entry.path === '.' ? [] : entry.path.split('/');
+    const components = splitPath(entry.pathBytes ?? Buffer.from(entry.path));
     if (components.length === 0) {
       if (entry.type !== 'dir') throw this.error(entry, 'the root must be a directory');
       Object.assign(this.root, this.attrsOf(entry));
@@ -67,12 +78,12 @@ export class LayerApplier {
       return;
     }
     if (name.startsWith(WHITEOUT_PREFIX)) {
-      const target = nameKey(Buffer.from(name.slice(WHITEOUT_PREFIX.length)));
+      const target = name.slice(WHITEOUT_PREFIX.length);
       const existing = parent.children.get(target);
       if (existing !== undefined && !this.currentLayer.has(existing)) parent.children.delete(target);
       return;
     }
-    const key = nameKey(Buffer.from(name));
+    const key = name;
     const existing = parent.children.get(key);
     let node: TreeNode;
     switch (entry.type) {
@@ -85,7 +96,7 @@ export class LayerApplier {
         node = { kind: 'dir', children: new Map(), ...this.attrsOf(entry) };
         break;
       case 'hardlink': {
-        const target = this.lookup(entry, entry.linkTarget ?? '');
+        const target = this.lookup(entry, entry.linkTargetBytes ?? Buffer.from(entry.linkTarget ?? ''));
         if (target === undefined) throw this.error(entry, `hardlink target "${entry.linkTarget}" does not exist`);
         if (target.kind === 'dir') throw this.error(entry, `hardlink target "${entry.linkTarget}" is a directory`);
         node = target;
@@ -100,7 +111,7 @@ export class LayerApplier {
       }
       case 'symlink':
         if (!entry.linkTarget) throw this.error(entry, 'symlink without a target');
-        node = { kind: 'lnk', target: Buffer.from(entry.linkTarget), ...this.attrsOf(entry) };
+        node = { kind: 'lnk', target: Buffer.from(entry.linkTargetBytes ?? Buffer.from(entry.linkTarget)), ...this.attrsOf(entry) };
         break;
       case 'chr':
       case 'blk':
@@ -124,8 +135,8 @@ export class LayerApplier {
    */
   private parentDir(entry: LayerEntry, components: readonly string[]): DirNode {
     let dir = this.root;
-    for (const component of components) {
-      const key = nameKey(Buffer.from(component));
+    for (const key of components) {
+      const component = Buffer.from(key, 'latin1').toString();
       const child = dir.children.get(key);
       if (child === undefined) {
         const created: DirNode = { kind: 'dir', children: new Map(), permissions: 0o755, uid: 0, gid: 0, mtimeSec: entry.mtimeSec, mtimeNsec: entry.mtimeNsec, xattrs: new Map() };
@@ -143,15 +154,14 @@ export class LayerApplier {
     return dir;
   }
 
-  private lookup(entry: LayerEntry, path: string): TreeNode | undefined {
+  private lookup(entry: LayerEntry, path: Buffer): TreeNode | undefined {
     let node: TreeNode = this.root;
-    const components = path.split('/').filter((c) => c !== '' && c !== '.');
-    for (const component of components) {
+    for (const key of splitPath(path)) {
       if (node.kind !== 'dir') {
-        if (node.kind === 'lnk') throw this.error(entry, `hardlink target path goes through a symlink before "${component}"`);
+        if (node.kind === 'lnk') throw this.error(entry, `hardlink target path goes through a symlink before "${Buffer.from(key, 'latin1').toString()}"`);
         return undefined;
       }
-      const child: TreeNode | undefined = node.children.get(nameKey(Buffer.from(component)));
+      const child: TreeNode | undefined = node.children.get(key);
       if (child === undefined) return undefined;
       node = child;
     }

@@ -109,6 +109,18 @@ export class ArtifactNotFoundError extends Error {
   }
 }
 
+/** An option value that cannot work (e.g. a runtime directory whose path overlayfs cannot take). */
+export class InvalidMountOptionError extends Error {
+  readonly code = 'ERR_INVALID_OPTION';
+  constructor(
+    readonly option: string,
+    problem: string,
+  ) {
+    super(`${option}: ${problem}`);
+    this.name = 'InvalidMountOptionError';
+  }
+}
+
 /** Every code above, for the CLI's list of expected (non-bug) failures. */
 export const MOUNT_ERROR_CODES: readonly string[] = [
   'ERR_NOT_ROOT',

@@ -1,0 +1,99 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { TYPEFLAG } from '../../src/oci/tarHeader.js';
+import { run } from '../helpers/exec.js';
+import { withKernelMount } from '../helpers/kernel.js';
+import { withTempDir } from '../helpers/tmp.js';
+import { makeTar, writeLayout, type TestLayer } from '../oci/helpers.js';
+
+/** Files (not directories) under `dir`, relative. */
+async function filesUnder(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
+  return entries.filter((e) => !e.isDirectory()).map((e) => join(e.parentPath ?? e.path, e.name).slice(dir.length + 1));
+}
+
+/** Every chunk list in a store belongs to a blob that is there, and no temporary file remains. */
+async function assertStoreConsistent(store: string): Promise<void> {
+  for (const file of await filesUnder(store)) assert.ok(!file.split('/').pop()!.startsWith('.tmp'), `temporary file left: ${file}`);
+  for (const list of await readdir(join(store, 'chunks')).catch(() => [] as string[])) {
+    await stat(join(store, 'blobs', 'sha256', list.replace(/\.chunks$/, '')));
+  }
+}
+
+const goodTar = () =>
+  makeTar([
+    { name: 'etc/', typeflag: TYPEFLAG.dir, mode: 0o755 },
+    { name: 'etc/hostname', data: 'box\n' },
+  ]);
+
+async function layoutWith(dir: string, layers: TestLayer[]): Promise<string> {
+  const layout = join(dir, 'layout');
+  await writeLayout(layout, [{ tag: 'img', layers }]);
+  return layout;
+}
+
+const BAD_INPUTS: { name: string; layers: () => TestLayer[]; error: RegExp }[] = [
+  { name: 'a wrong layer digest', layers: () => [{ tar: goodTar(), compression: 'gzip', digest: `sha256:${'0'.repeat(64)}` }], error: /missing|digest/i },
+  { name: 'a wrong diff_id', layers: () => [{ tar: goodTar(), compression: 'gzip', diffId: `sha256:${'1'.repeat(64)}` }], error: /sha256:1111.*sha256:|diff_id/ },
+  { name: 'an unknown media type', layers: () => [{ tar: goodTar(), compression: 'none', mediaType: 'application/x-weird' }], error: /application\/x-weird/ },
+  { name: 'a truncated gzip layer', layers: () => [{ tar: goodTar(), compression: 'gzip', truncateTo: 40 } as TestLayer], error: /gzip|truncated|digest|size/i },
+  { name: 'a path escaping the root', layers: () => [{ tar: makeTar([{ name: '../escape', data: 'x' }]), compression: 'none' }], error: /escape|\.\./ },
+  { name: 'an absolute name', layers: () => [{ tar: makeTar([{ name: '/etc/passwd', data: 'x' }]), compression: 'none' }], error: /absolute/ },
+  {
+    name: 'a hardlink to a missing target',
+    layers: () => [{ tar: makeTar([{ name: 'link', typeflag: TYPEFLAG.hardlink, linkName: 'nowhere' }]), compression: 'none' }],
+    error: /hardlink target "nowhere" does not exist/,
+  },
+  { name: 'a truncated tar', layers: () => [{ tar: goodTar().subarray(0, 700), compression: 'none' }], error: /truncated/i },
+  { name: 'a missing blob', layers: () => [{ tar: goodTar(), compression: 'gzip', omit: true }], error: /missing|not found|no such/i },
+];
+
+for (const bad of BAD_INPUTS) {
+  test(`build: ${bad.name} is one clear error, exit 2, no image, a consistent store`, async () => {
+    await withTempDir(async (dir) => {
+      const layers = bad.layers();
+      const truncateTo = (layers[0] as TestLayer & { truncateTo?: number }).truncateTo;
+      const layout = await layoutWith(dir, layers);
+      if (truncateTo !== undefined) {
+        // Cut the stored layer blob itself (the manifest still names its full digest and size).
+        const blobs = join(layout, 'blobs', 'sha256');
+        for (const name of await readdir(blobs)) {
+          const path = join(blobs, name);
+          const bytes = await readFile(path);
+          if (bytes[0] === 0x1f && bytes[1] === 0x8b) await writeFile(path, bytes.subarray(0, truncateTo));
+        }
+      }
+      const out = join(dir, 'out');
+      const result = await run('node', ['bin/run.js', 'build', `${layout}:img`, '-o', out]);
+      assert.equal(result.code, 2, result.output);
+      const lines = result.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, result.stderr);
+      assert.match(lines[0]!, bad.error);
+      assert.ok(lines[0]!.includes(layout) || /layer/.test(lines[0]!), `the message names the input: ${lines[0]}`);
+      const outputs = await filesUnder(out);
+      assert.deepEqual(outputs.filter((f) => f.endsWith('.erofs') && !f.startsWith('objects/')), [], 'no metadata image');
+      assert.deepEqual(outputs.filter((f) => f === 'index.json' || f.endsWith('.report.json')), [], 'no layout entry or report');
+      await assertStoreConsistent(out);
+    });
+  });
+}
+
+test('build: a name repeated in one layer takes the later entry (as Docker and containerd do)', async () => {
+  await withTempDir(async (dir) => {
+    const layout = await layoutWith(dir, [
+      { tar: makeTar([{ name: 'f', data: 'first' }, { name: 'f', data: 'second' }, { name: 'caf\xe9', data: 'latin1 name, not UTF-8' }]), compression: 'zstd' },
+    ]);
+    const out = join(dir, 'out');
+    const result = await run('node', ['bin/run.js', 'build', `${layout}:img`, '-o', out, '--json']);
+    assert.equal(result.code, 0, result.output);
+    const report = JSON.parse(result.stdout) as { metadataImage: string; blobs: string[] };
+    await withKernelMount(report.metadataImage, report.blobs, async (mountpoint) => {
+      assert.equal(await readFile(join(mountpoint, 'f'), 'utf8'), 'second');
+      // The raw byte 0xe9 survives as a name byte.
+      const names = await readdir(mountpoint, { encoding: 'buffer' });
+      assert.ok(names.some((n) => n.equals(Buffer.from('caf\xe9', 'latin1'))), `names: ${names.map((n) => n.toString('hex'))}`);
+    });
+  });
+});
