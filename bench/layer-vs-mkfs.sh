@@ -24,7 +24,7 @@ tar --xattrs --xattrs-include='*' --numeric-owner --exclude=./.made -C "$ROOTFS"
 gzip -1 -c "$WORK/layer.tar" >"$WORK/layer.tar.gz"
 entries=$(tar -tf "$WORK/layer.tar" | wc -l)
 echo "layer: $(du -m "$WORK/layer.tar" | cut -f1) MB tar, $(du -m "$WORK/layer.tar.gz" | cut -f1) MB gzip, $entries entries"
-echo "machine: $(nproc) CPUs, $(uname -r), node $(node --version), $(mkfs.erofs --help 2>&1 | head -1 | cut -c1-40 || true)"
+echo "machine: $(nproc) CPUs, $(uname -r), node $(node --version), mkfs.erofs $(dpkg-query -W -f '${Version}' erofs-utils 2>/dev/null || echo '?')"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 run() { # NAME CMD... -> appends "wall_s peak_kb" to $WORK/NAME.times
@@ -32,7 +32,7 @@ run() { # NAME CMD... -> appends "wall_s peak_kb" to $WORK/NAME.times
   rm -rf "$WORK/out"; mkdir -p "$WORK/out"; sync
   /usr/bin/time -f '%e %M' -o "$WORK/t" "$@" >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
   cat "$WORK/t" >>"$WORK/$name.times"
-  ls "$WORK/out"/*.erofs "$WORK/out"/meta >/dev/null 2>&1 || { echo "$name: no output" >&2; exit 1; }
+  compgen -G "$WORK/out/*.erofs" >/dev/null || [ -s "$WORK/out/meta" ] || { echo "$name: no output" >&2; exit 1; }
 }
 ours_tar() { run ours-tar node bin/run.js build "$WORK/layer.tar" -o "$WORK/out" --chunk-size 1M; }
 ours_gz() { run ours-gzip node bin/run.js build "$WORK/layer.tar.gz" -o "$WORK/out" --chunk-size 1M; }

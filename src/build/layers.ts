@@ -111,7 +111,9 @@ export class LayerApplier {
       }
       case 'symlink':
         if (!entry.linkTarget) throw this.error(entry, 'symlink without a target');
-        node = { kind: 'lnk', target: Buffer.from(entry.linkTargetBytes ?? Buffer.from(entry.linkTarget)), ...this.attrsOf(entry) };
+        // Linux symlinks always have mode 0777 (the tar's mode bits mean nothing for them), and
+        // every tool that unpacks a layer onto a file system ends up with that.
+        node = { kind: 'lnk', target: Buffer.from(entry.linkTargetBytes ?? Buffer.from(entry.linkTarget)), ...this.attrsOf(entry), permissions: 0o777 };
         break;
       case 'chr':
       case 'blk':
