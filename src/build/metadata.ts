@@ -16,7 +16,7 @@ import { FormatLimitError } from '../format/errors.js';
 import { encodeInode, encodeRdev, fitsCompact, ifmtOfKind, inodeSizeBytes, xattrIcountFor, type InodeTimeBase } from '../format/inode.js';
 import { checksumRangeBytes, computeSuperblockChecksum, defaultSuperblock, encodeSuperblock, SUPERBLOCK_CHECKSUM_FIELD_OFFSET } from '../format/superblock.js';
 import {
-  computeXattrFilter,
+  xattrFilterBit,
   encodeXattrEntry,
   encodeXattrIbody,
   encodeXattrLongPrefix,
@@ -141,10 +141,6 @@ function mostCommonMtime(nodes: readonly TreeNode[]): InodeTimeBase {
   return best;
 }
 
-function entryKey(entry: XattrEntry): string {
-  return `${entry.nameIndex}\0${entry.suffix.toString('latin1')}\0${entry.value.toString('latin1')}`;
-}
-
 /** Plans the whole image: nids, inode forms, xattr placement, data blocks. No bytes are produced. */
 export function planMetadataImage(root: DirNode, options: MetadataImageOptions = {}): MetadataImagePlan {
   const blockSizeBits = options.blockSizeBits ?? 12;
@@ -155,13 +151,31 @@ export function planMetadataImage(root: DirNode, options: MetadataImageOptions =
   const { order, refs, parents } = collectInodes(root);
   const epoch = options.epoch ?? mostCommonMtime(order);
 
-  // Xattrs: split names once, then share any (name, value) used by enough inodes.
-  const entriesOf = new Map<TreeNode, XattrEntry[]>();
+  // Xattrs: split each distinct name once (a tree has few), then share any (name, value) used by
+  // enough inodes. Keys and filter bits are computed once per entry or name: this loop runs for
+  // every xattr of every inode.
+  const splitOf = new Map<string, { nameIndex: number; suffix: Buffer; filterBit: number }>();
+  const splitName = (name: string) => {
+    let split = splitOf.get(name);
+    if (split === undefined) {
+      const stored = splitXattrName(nameBytes(name), longPrefixes);
+      const key = filterKeyOf(stored, longPrefixes);
+      split = { ...stored, filterBit: xattrFilterBit(key.baseIndex, key.name) };
+      splitOf.set(name, split);
+    }
+    return split;
+  };
+  const entriesOf = new Map<TreeNode, (XattrEntry & { key: string; filterBit: number })[]>();
   const useCount = new Map<string, number>();
   for (const node of order) {
-    const entries = [...node.xattrs.keys()].sort().map((name) => ({ ...splitXattrName(nameBytes(name), longPrefixes), value: node.xattrs.get(name)! }));
+    if (node.xattrs.size === 0) continue;
+    const entries = [...node.xattrs.keys()].sort().map((name) => {
+      const { nameIndex, suffix, filterBit } = splitName(name);
+      const value = node.xattrs.get(name)!;
+      return { nameIndex, suffix, value, filterBit, key: `${name}\0${value.toString('latin1')}` };
+    });
     entriesOf.set(node, entries);
-    for (const entry of entries) useCount.set(entryKey(entry), (useCount.get(entryKey(entry)) ?? 0) + 1);
+    for (const entry of entries) useCount.set(entry.key, (useCount.get(entry.key) ?? 0) + 1);
   }
   const sharedXattrs: XattrEntry[] = [];
   const sharedIndexOf = new Map<string, number>();
@@ -171,23 +185,25 @@ export function planMetadataImage(root: DirNode, options: MetadataImageOptions =
   const plans: InodePlan[] = [];
   const planOf = new Map<TreeNode, InodePlan>();
   for (const node of order) {
-    const entries = entriesOf.get(node)!;
+    const entries = entriesOf.get(node) ?? [];
     const sharedIdx: number[] = [];
     const inline: XattrEntry[] = [];
+    let present = 0;
     for (const entry of entries) {
-      const key = entryKey(entry);
+      present |= 1 << entry.filterBit;
+      const key = entry.key;
       if (useCount.get(key)! >= sharedMin && sharedIdx.length < 255) {
         let index = sharedIndexOf.get(key);
         if (index === undefined) {
           index = sharedXattrs.length;
           sharedIndexOf.set(key, index);
-          sharedXattrs.push(entry);
+          sharedXattrs.push({ nameIndex: entry.nameIndex, suffix: entry.suffix, value: entry.value });
           sharedOffsets.push(sharedAreaBytes);
           sharedAreaBytes += encodeXattrEntry(entry).length;
         }
         sharedIdx.push(index);
       } else {
-        inline.push(entry);
+        inline.push({ nameIndex: entry.nameIndex, suffix: entry.suffix, value: entry.value });
       }
     }
     const nlink = node.kind === 'dir' ? 2 + [...node.children.values()].filter((c) => c.kind === 'dir').length : refs.get(node)!;
@@ -203,7 +219,8 @@ export function planMetadataImage(root: DirNode, options: MetadataImageOptions =
       parent: undefined,
       sharedXattrIds: sharedIdx, // indexes for now; turned into ids once the shared area is placed
       inlineXattrs: inline,
-      xattrFilter: entries.length === 0 ? 0 : computeXattrFilter(entries.map((e) => filterKeyOf(e, longPrefixes))),
+      // h_name_filter: a set bit means no name hashes there (computeXattrFilter's rule).
+      xattrFilter: entries.length === 0 ? 0 : ~present >>> 0,
       ibodySizeBytes: xattrIbodyContentSizeBytes(sharedIdx.length, inline),
       data: initialDataPlan(node, sizeBytes, blockSizeBits, devices.length),
     };
