@@ -6,7 +6,7 @@ import { BlobWriter } from './blob.js';
 import { Chunker, type ChunkDictionary, type ChunkSizePolicy, type ChunkStats, type ReadAt } from './chunker.js';
 import { FINGERPRINT_IMAGE_OPTIONS, fingerprintXattr } from './fingerprint.js';
 import { OVERLAY_METACOPY_XATTR, OVERLAY_REDIRECT_XATTR, buildObjectIndex, objectPath, type ObjectEntry } from './objectIndex.js';
-import { emitMetadataImage, planMetadataImage, type MetadataImageOptions } from './metadata.js';
+import { emitMetadataImage, planMetadataImage, setVolumeUuid, type MetadataImageOptions } from './metadata.js';
 import type { DirNode, RegNode, RegularData, TreeNode } from './tree.js';
 
 export interface ImageBuilderOptions {
@@ -203,10 +203,11 @@ export class ImageBuilder {
     };
     const plan = planMetadataImage(root, base);
     // A volume UUID derived from the image's own bytes: the same input gives the same image.
-    const uuid = createHash('sha256').update(emitMetadataImage(plan, base)).digest().subarray(0, 16);
+    const image = emitMetadataImage(plan, base);
+    const uuid = Buffer.from(createHash('sha256').update(image).digest().subarray(0, 16));
     uuid[6] = (uuid[6]! & 0x0f) | 0x50;
     uuid[8] = (uuid[8]! & 0x3f) | 0x80;
-    const image = emitMetadataImage(plan, { ...base, uuid: Buffer.from(uuid) });
+    setVolumeUuid(image, uuid, blockSizeBits);
     const stored = this.stats.bytesWritten;
     return {
       image,

@@ -14,7 +14,7 @@ import { encodeDeviceSlot } from '../format/device.js';
 import { DOT, DOTDOT, directorySizeBytes, encodeDirectory, type Dirent } from '../format/dirent.js';
 import { FormatLimitError } from '../format/errors.js';
 import { encodeInode, encodeRdev, fitsCompact, ifmtOfKind, inodeSizeBytes, xattrIcountFor, type InodeTimeBase } from '../format/inode.js';
-import { checksumRangeBytes, computeSuperblockChecksum, defaultSuperblock, encodeSuperblock, SUPERBLOCK_CHECKSUM_FIELD_OFFSET } from '../format/superblock.js';
+import { checksumRangeBytes, computeSuperblockChecksum, defaultSuperblock, encodeSuperblock, SUPERBLOCK_CHECKSUM_FIELD_OFFSET, SUPERBLOCK_UUID_FIELD_OFFSET } from '../format/superblock.js';
 import {
   xattrFilterBit,
   encodeXattrEntry,
@@ -473,6 +473,17 @@ function directoryEntries(inode: InodePlan, plan: MetadataImagePlan): Dirent[] {
   }
   entries.sort((a, b) => Buffer.compare(a.name, b.name));
   return entries;
+}
+
+/**
+ * Sets the volume UUID of an emitted image in place and recomputes the superblock checksum, so a
+ * UUID derived from the image's own bytes costs one emit, not two.
+ */
+export function setVolumeUuid(image: Buffer, uuid: Buffer, blockSizeBits: number): void {
+  if (uuid.length !== 16) throw new FormatLimitError('uuid must be 16 bytes');
+  uuid.copy(image, SUPERBLOCK_OFFSET_BYTES + SUPERBLOCK_UUID_FIELD_OFFSET);
+  const range = checksumRangeBytes(blockSizeBits);
+  image.writeUInt32LE(computeSuperblockChecksum(image.subarray(range.startBytes, range.startBytes + range.lengthBytes)), SUPERBLOCK_OFFSET_BYTES + SUPERBLOCK_CHECKSUM_FIELD_OFFSET);
 }
 
 /** Plans and emits in one go. */

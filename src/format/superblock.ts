@@ -234,5 +234,6 @@ export function superblockSizeBytes(sb: Pick<Superblock, 'sbExtslots'>): number 
   return SUPERBLOCK_SIZE_BYTES + SUPERBLOCK_EXTSLOT_SIZE_BYTES * sb.sbExtslots;
 }
 
-/** Offset of the checksum field inside the superblock, for writers that patch it in place. */
+/** Offsets of fields that writers patch in place after emitting (checksum last). */
 export const SUPERBLOCK_CHECKSUM_FIELD_OFFSET = OFF.checksum;
+export const SUPERBLOCK_UUID_FIELD_OFFSET = OFF.uuid;

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { buildImage, type BuildResult } from '../../src/build/build.js';
 import { sharingEligibility } from '../../src/format/eligibility.js';
@@ -128,5 +128,20 @@ test('two builds into one store at the same time both succeed and leave a consis
       assert.ok(!list.startsWith('.'), `temporary chunk list ${list} left behind`);
       await stat(join(store, 'blobs', 'sha256', list.replace(/\.chunks$/, '')));
     }
+  });
+});
+
+test('builds are reproducible: the same source gives byte-identical metadata images and blobs', async () => {
+  await withTempDir(async (dir) => {
+    const src = join(dir, 'src');
+    await mkdir(join(src, 'sub'), { recursive: true });
+    await writeFile(join(src, 'sub', 'a'), randomBytes(100_000));
+    await writeFile(join(src, 'b'), 'b');
+    const one = await buildImage({ kind: 'directory', path: src }, { outputDir: join(dir, 'one') });
+    const two = await buildImage({ kind: 'directory', path: src }, { outputDir: join(dir, 'two') });
+    assert.ok((await readFile(one.metadataImage)).equals(await readFile(two.metadataImage)));
+    assert.deepEqual(one.blobDigests, two.blobDigests);
+    // The UUID is derived from the content, not left zero.
+    assert.notDeepEqual((await readFile(one.metadataImage)).subarray(1024 + 0x30, 1024 + 0x40), Buffer.alloc(16));
   });
 });
