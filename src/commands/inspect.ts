@@ -1,9 +1,7 @@
 import { Args, Command, Flags } from '@oclif/core';
-import { CorruptImageError, UnsupportedFeatureError } from '../format/index.js';
+import { reportError } from '../cli/errors.js';
 import {
-  DeviceUnavailableError,
   ErofsImage,
-  PathNotFoundError,
   describePath,
   formatImageSummary,
   formatPathReport,
@@ -51,20 +49,9 @@ export default class Inspect extends Command {
       } finally {
         await image.close();
       }
-    } catch (err) {
-      // Image problems are the user's input, not our bug: one line, no stack trace.
-      const expected = err instanceof CorruptImageError || err instanceof UnsupportedFeatureError || err instanceof DeviceUnavailableError || err instanceof PathNotFoundError;
-      const system = err instanceof Error && typeof (err as NodeJS.ErrnoException).code === 'string' && (err as NodeJS.ErrnoException).syscall !== undefined;
-      if (!expected && !system) throw err;
-      const message = (err as Error).message;
-      // --json reports the error as JSON on stdout (oclif does that for this.error).
-      if (this.jsonEnabled()) {
-        process.exitCode = 2;
-        this.error(message, { exit: 2 });
-      }
-      // oclif would wrap a long message over several lines; an image path and a byte offset belong on one.
-      this.logToStderr(`Error: ${message}`);
-      this.exit(2);
+    } catch (error) {
+      // One line on stderr, exit 2 for a bad image, path or device; anything else is reported as a bug.
+      return reportError(this, error);
     }
   }
 }

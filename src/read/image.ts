@@ -55,7 +55,7 @@ import {
 } from '../format/index.js';
 import { resolveDevices, type DeviceInfo, type ResolvedDevice } from './devices.js';
 import { DeviceUnavailableError, PathNotFoundError } from './errors.js';
-import { BlockCache, BufferSource, FileSource, Lru, type ByteSource } from './source.js';
+import { BlockCache, FileSource, Lru, type ByteSource } from './source.js';
 
 export interface OpenOptions {
   /** Extra devices (blobs) in device-table order; their number must match the table. */
@@ -217,8 +217,6 @@ interface DeviceBackingState {
 export class ErofsImage {
   readonly blockSizeBytes: number;
   readonly rootNid: number;
-  /** Long xattr name prefixes, by number. */
-  readonly longXattrPrefixes: readonly XattrLongPrefix[];
   /** Whether the superblock checksum was present and verified. */
   readonly checksumVerified: boolean;
   private readonly primaryCache: BlockCache;
@@ -228,6 +226,7 @@ export class ErofsImage {
   private readonly maxDepth: number;
   private readonly deviceIdMask: number;
   private closed = false;
+  private prefixes: readonly XattrLongPrefix[] = [];
 
   private constructor(
     readonly path: string,
@@ -252,7 +251,11 @@ export class ErofsImage {
       }
       return { info: device.info, baseBytes: 0, limitBytes: 0 };
     });
-    this.longXattrPrefixes = [];
+  }
+
+  /** Long xattr name prefixes, by number (e.g. the page cache fingerprint's `erofs.fingerprint.v1`). */
+  get longXattrPrefixes(): readonly XattrLongPrefix[] {
+    return this.prefixes;
   }
 
   /** The extra devices and where their bytes come from, in device-table order. */
@@ -355,7 +358,7 @@ export class ErofsImage {
       cacheBlocks: Math.max(16, options.cacheBlocks ?? DEFAULT_CACHE_BLOCKS),
       maxDepth: options.maxDepth ?? DEFAULT_MAX_DEPTH,
     });
-    (image as { longXattrPrefixes: readonly XattrLongPrefix[] }).longXattrPrefixes = await image.readLongPrefixes();
+    image.prefixes = await image.readLongPrefixes();
     // The kernel refuses to mount when the root is not a directory.
     const root = await image.loadInode(sb.rootNid);
     if (root.kind !== 'dir') throw new CorruptImageError(`root nid ${sb.rootNid} is a ${root.kind}, not a directory`, { structure: 'superblock', offsetBytes: SUPERBLOCK_OFFSET_BYTES + 0x0e });
@@ -489,8 +492,15 @@ export class ErofsImage {
       startBlkaddr = fullBlocks > 0 ? inode.iu : null;
       inlineTailBytes = inode.sizeBytes - fullBlocks * this.blockSizeBytes;
     } else if (isData && inode.dataLayout === DATA_LAYOUT.CHUNK_BASED) {
-      const { format: _format, ...info } = this.chunkInfo(inode);
-      chunk = info;
+      const info = this.chunkInfo(inode);
+      chunk = {
+        chunkBits: info.chunkBits,
+        chunkSizeBytes: info.chunkSizeBytes,
+        hasIndexes: info.hasIndexes,
+        chunkCount: info.chunkCount,
+        arrayOffsetBytes: info.arrayOffsetBytes,
+        entrySizeBytes: info.entrySizeBytes,
+      };
     }
     const rdev = inode.kind === 'chr' || inode.kind === 'blk' ? decodeRdev(inode.iu) : null;
     return {

@@ -3,32 +3,26 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BufferSource, DeviceUnavailableError, ErofsImage } from '../../src/read/index.js';
-import { CorruptImageError, SUPERBLOCK_OFFSET_BYTES, UnsupportedFeatureError } from '../../src/format/index.js';
+import { Worker } from 'node:worker_threads';
+import { SUPERBLOCK_OFFSET_BYTES } from '../../src/format/index.js';
 import { makeSmallTree } from '../helpers/fixtures.js';
 import { TEMP_DIR_PREFIX } from '../helpers/tmp.js';
-import { fixSuperblockChecksum, mkfsErofs } from './mkfsImages.js';
+import { mkfsErofs } from './mkfsImages.js';
+import { openSample, type CaseResult, type Edit, type HostileCase, type HostileSample, type Outcome } from './hostileWorker.js';
 
 /**
  * Hostile images: truncations, byte flips at every structure and a seeded fuzz loop over images made
  * by mkfs.erofs 1.5 and the erofs-utils 1.9.3 golden images. Opening, walking and reading everything
  * must either work or fail with one of our typed errors naming the image - never another error, never
- * a read outside the file (BufferSource throws a RangeError for that), never a hang.
+ * a read outside the file (BufferSource throws a RangeError for that), never a hang. The cases run in
+ * a worker thread (see hostileWorker.ts), which the hang guard terminates.
  */
 
 const FIXTURES = process.env['EROFS_FIXTURES'] ?? join(import.meta.dirname, '..', '..', '..', '..', 'shared', 'fixtures', 'fingerprint');
 /** A guard against hangs, not a performance assertion. */
 const HANG_GUARD_MS = 5000;
-/** Per file, read at most this much from the start (and a little at the end): a corrupt i_size may claim petabytes of holes. */
-const READ_CAP_BYTES = 1 << 20;
 /** Structures flipped byte by byte per group (see Structure.group). */
 const FLIPPED_PER_GROUP = 2;
-
-interface Sample {
-  name: string;
-  primary: Buffer;
-  blobs: Buffer[];
-}
 
 /** Where a sample's structures are, found by reading the intact image. */
 interface Structure {
@@ -39,86 +33,59 @@ interface Structure {
   lengthBytes: number;
 }
 
-type Outcome = 'ok' | 'corrupt' | 'unsupported' | 'device';
-
 let dir = '';
-const samples: Sample[] = [];
+const samples: HostileSample[] = [];
 const structures = new Map<string, Structure[]>();
 
-async function openSample(name: string, primary: Buffer, blobs: readonly Buffer[]): Promise<ErofsImage> {
-  return ErofsImage.fromSources(new BufferSource(name, primary), {
-    devices: blobs.map((b, i) => new BufferSource(`${name}.blob${i + 1}`, b)),
-  });
-}
+/** Sends cases to the worker one at a time; a case that outlives the hang guard terminates it. */
+class CaseRunner {
+  private worker: Worker | undefined;
 
-/** Everything a user of the reader can ask, over the whole tree. */
-async function exercise(image: ErofsImage): Promise<void> {
-  let index = 0;
-  for await (const entry of image.walk()) {
-    index++;
-    await image.listXattrs(entry.nid);
-    await image.xattrLayout(entry.nid);
-    await image.chunkMap(entry.nid);
-    const { kind, sizeBytes } = entry.stat;
-    if (kind === 'reg') {
-      await image.read(entry.nid, 0, READ_CAP_BYTES);
-      if (sizeBytes > READ_CAP_BYTES) await image.read(entry.nid, sizeBytes - 4096, 8192);
-    } else if (kind === 'lnk') {
-      await image.readlink(entry.nid);
-    } else if (kind === 'dir') {
-      await image.readdir(entry.nid);
-    }
-    // Every dir on the way was validated by the walk, so lookup must agree with it. (A sample of the
-    // entries: a lookup costs as much as the rest of the work on an entry.)
-    if (entry.depth > 0 && (kind === 'dir' || index % 5 === 0)) assert.equal(await image.lookup(entry.pathBytes), entry.nid, `lookup(${entry.path})`);
+  private start(): Worker {
+    const worker = new Worker(new URL('./hostileWorker.js', import.meta.url));
+    worker.postMessage({ samples });
+    worker.unref();
+    this.worker = worker;
+    return worker;
   }
-}
 
-function classify(err: unknown, name: string, what: string): Outcome {
-  if (err instanceof CorruptImageError) {
-    assert.equal(err.where.image, name, `${what}: CorruptImageError without the image name: ${err.message}`);
-    return 'corrupt';
-  }
-  if (err instanceof UnsupportedFeatureError) {
-    assert.equal(err.image, name, `${what}: UnsupportedFeatureError without the image name: ${err.message}`);
-    return 'unsupported';
-  }
-  if (err instanceof DeviceUnavailableError) {
-    assert.equal(err.image, name, `${what}: DeviceUnavailableError without the image name: ${err.message}`);
-    return 'device';
-  }
-  const detail = err instanceof Error ? (err.stack ?? err.message) : String(err);
-  assert.fail(`${what}: not one of our typed errors:\n${detail}`);
-}
-
-/** Opens, walks and reads a (possibly broken) image under the hang guard and says how it ended. */
-async function tryImage(name: string, primary: Buffer, blobs: readonly Buffer[], what: string): Promise<Outcome> {
-  let timer: NodeJS.Timeout | undefined;
-  const guard = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: still running after ${HANG_GUARD_MS} ms (hang?)`)), HANG_GUARD_MS);
-  });
-  const attempt = (async (): Promise<Outcome> => {
-    let image: ErofsImage | undefined;
+  async run(c: HostileCase): Promise<Outcome> {
+    const worker = this.worker ?? this.start();
+    let timer: NodeJS.Timeout | undefined;
+    let onMessage: ((result: CaseResult) => void) | undefined;
+    let onError: ((err: Error) => void) | undefined;
     try {
-      image = await openSample(name, primary, blobs);
-      await exercise(image);
-      return 'ok';
-    } catch (err) {
-      if (err instanceof assert.AssertionError) throw err;
-      return classify(err, name, what);
+      const result = await new Promise<CaseResult>((resolve, reject) => {
+        onMessage = resolve;
+        onError = reject;
+        worker.once('message', onMessage);
+        worker.once('error', onError);
+        timer = setTimeout(() => {
+          this.worker = undefined;
+          void worker.terminate();
+          reject(new Error(`${c.label}: still running after ${HANG_GUARD_MS} ms (hang?)`));
+        }, HANG_GUARD_MS);
+        worker.postMessage(c);
+      });
+      if ('bug' in result) assert.fail(`${c.label}: ${result.bug}`);
+      return result.outcome;
     } finally {
-      await image?.close();
+      clearTimeout(timer);
+      if (onMessage) worker.off('message', onMessage);
+      if (onError) worker.off('error', onError);
     }
-  })();
-  try {
-    return await Promise.race([attempt, guard]);
-  } finally {
-    clearTimeout(timer);
+  }
+
+  async close(): Promise<void> {
+    await this.worker?.terminate();
+    this.worker = undefined;
   }
 }
+
+const runner = new CaseRunner();
 
 /** The byte ranges of every structure of an intact sample. */
-async function findStructures(sample: Sample): Promise<Structure[]> {
+async function findStructures(sample: HostileSample): Promise<Structure[]> {
   const image = await openSample(sample.name, sample.primary, sample.blobs);
   try {
     const sb = image.superblock;
@@ -160,11 +127,20 @@ async function findStructures(sample: Sample): Promise<Structure[]> {
 /** Groups of bulk bytes (names, file data) rather than fields: a sparser sample and one mask do. */
 const isBulk = (structure: Structure): boolean => structure.group.startsWith('inline data') || structure.group === 'directory blocks';
 
-/** Offsets to flip inside one structure: every byte of a header, the edges and a stride through bulk bytes. */
-function offsetsIn(structure: Structure): number[] {
-  const out: number[] = [];
+/**
+ * (offset, xor mask) pairs for one structure: every byte of its first 64 (three masks: all bits, the
+ * low bit, the high bit) unless it is bulk, then the end and a stride through the rest with all bits flipped.
+ */
+function flipsIn(structure: Structure): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
   for (let i = 0; i < structure.lengthBytes; i++) {
-    if (!isBulk(structure) || i < 40 || i >= structure.lengthBytes - 16 || i % 13 === 0) out.push(structure.startBytes + i);
+    const at = structure.startBytes + i;
+    if (i < 64) {
+      out.push([at, 0xff]);
+      if (!isBulk(structure)) out.push([at, 0x01], [at, 0x80]);
+    } else if (i >= structure.lengthBytes - 16 || i % 13 === 0) {
+      out.push([at, 0xff]);
+    }
   }
   return out;
 }
@@ -206,14 +182,15 @@ before(async () => {
   const { writeFile, mkdir, symlink } = await import('node:fs/promises');
   const { runChecked } = await import('../helpers/exec.js');
   await mkdir(join(source, 'many'));
-  // 110 entries of 40 bytes (dirent + name) fill more than one 4 KiB block.
-  for (let i = 0; i < 110; i++) await writeFile(join(source, 'many', `entry-with-a-longer-name-${String(i).padStart(3, '0')}`), i % 10 === 0 ? `file ${i}\n` : '');
+  // 50 entries of 12 + 80 bytes (dirent + name) fill more than one 4 KiB block.
+  const manyName = (i: number): string => `entry-${String(i).padStart(3, '0')}-${'n'.repeat(70)}`;
+  for (let i = 0; i < 50; i++) await writeFile(join(source, 'many', manyName(i)), i % 10 === 0 ? `file ${i}\n` : '');
   for (let i = 0; i < 4; i++) {
-    const file = join(source, 'many', `entry-with-a-longer-name-${String(i * 10).padStart(3, '0')}`);
+    const file = join(source, 'many', manyName(i * 10));
     await runChecked('setfattr', ['-n', 'user.shared', '-v', 'one value for all', file]);
   }
   await runChecked('setfattr', ['-n', 'user.long', '-v', `0x${'ab'.repeat(1500)}`, join(source, 'hello.txt')]);
-  await runChecked('setfattr', ['-n', 'security.capability', '-v', '0x0100000200040000000000000000000000000000', join(source, 'many', 'entry-with-a-longer-name-010')]);
+  await runChecked('setfattr', ['-n', 'security.capability', '-v', '0x0100000200040000000000000000000000000000', join(source, 'many', manyName(10))]);
   await symlink('t'.repeat(300), join(source, 'long-link'));
   await writeFile(join(source, 'big'), Buffer.alloc(3 * 4096 + 100, 7));
 
@@ -223,33 +200,37 @@ before(async () => {
   }
   samples.push({ name: 'fp.erofs', primary: await readFile(join(FIXTURES, 'fp.erofs')), blobs: [] });
   samples.push({ name: 'fpc.erofs', primary: await readFile(join(FIXTURES, 'fpc.erofs')), blobs: [await readFile(join(FIXTURES, 'fp-blob.img'))] });
+  // Meta and blob concatenated, opened without devices: flat addressing through the slot's uniaddr.
+  samples.push({ name: 'fpc-flat.erofs', primary: Buffer.concat([samples[samples.length - 1]!.primary, samples[samples.length - 1]!.blobs[0]!]), blobs: [] });
   for (const sample of samples) structures.set(sample.name, await findStructures(sample));
 });
 
 after(async () => {
+  await runner.close();
   if (dir !== '') await rm(dir, { recursive: true, force: true, maxRetries: 3 });
 });
 
 describe('hostile images', () => {
   test('intact samples read completely', async () => {
-    for (const sample of samples) assert.equal(await tryImage(sample.name, sample.primary, sample.blobs, `${sample.name} intact`), 'ok');
+    for (const [index, sample] of samples.entries()) {
+      assert.equal(await runner.run({ sample: index, edits: [], fixChecksum: false, label: `${sample.name} intact` }), 'ok');
+    }
   });
 
   test('truncated metadata images and blobs', async () => {
     const outcomes: Outcome[] = [];
-    for (const sample of samples) {
+    for (const [index, sample] of samples.entries()) {
       const lengths = new Set<number>([0, 1, 1023, 1024, 1100, 1151, 1152, 1153, sample.primary.length - 1]);
       for (let n = 1024; n < Math.min(8192, sample.primary.length); n += 127) lengths.add(n);
       for (let n = 8192; n < sample.primary.length; n += 1021) lengths.add(n);
       for (const s of representatives(structures.get(sample.name) ?? [])) for (const n of [s.startBytes, s.startBytes + 1, s.startBytes + s.lengthBytes - 1]) lengths.add(n);
       for (const n of lengths) {
         if (n < 0 || n >= sample.primary.length) continue;
-        outcomes.push(await tryImage(sample.name, sample.primary.subarray(0, n), sample.blobs, `${sample.name} truncated to ${n}`));
+        outcomes.push(await runner.run({ sample: index, edits: [{ kind: 'truncate', target: 0, lengthBytes: n }], fixChecksum: false, label: `${sample.name} truncated to ${n}` }));
       }
       for (const [i, blob] of sample.blobs.entries()) {
         for (let n = 0; n < blob.length; n += 2039) {
-          const blobs = sample.blobs.map((b, k) => (k === i ? b.subarray(0, n) : b));
-          outcomes.push(await tryImage(sample.name, sample.primary, blobs, `${sample.name} blob ${i + 1} truncated to ${n}`));
+          outcomes.push(await runner.run({ sample: index, edits: [{ kind: 'truncate', target: i + 1, lengthBytes: n }], fixChecksum: false, label: `${sample.name} blob ${i + 1} truncated to ${n}` }));
         }
       }
     }
@@ -258,34 +239,29 @@ describe('hostile images', () => {
   });
 
   test('byte flips at every structure (checksum recomputed, so the flip reaches the parser)', async () => {
-    const byLabel = new Map<string, Outcome[]>();
+    const byKind = new Map<string, Outcome[]>();
     const started = Date.now();
-    for (const sample of samples) {
+    for (const [index, sample] of samples.entries()) {
       for (const structure of representatives(structures.get(sample.name) ?? [])) {
         const kind = structure.group.split(' ').slice(0, 2).join(' ');
-        for (const offset of offsetsIn(structure)) {
-          for (const mask of isBulk(structure) ? [0xff] : [0xff, 0x01, 0x80]) {
-            const primary = Buffer.from(sample.primary);
-            primary[offset] = primary[offset]! ^ mask;
-            fixSuperblockChecksum(primary);
-            const outcome = await tryImage(sample.name, primary, sample.blobs, `${sample.name}: byte ${offset} (${structure.label}) ^ 0x${mask.toString(16)}`);
-            const list = byLabel.get(kind) ?? [];
-            list.push(outcome);
-            byLabel.set(kind, list);
-          }
+        const list = byKind.get(kind) ?? [];
+        byKind.set(kind, list);
+        for (const [at, mask] of flipsIn(structure)) {
+          const label = `${sample.name}: byte ${at} (${structure.label}) ^ 0x${mask.toString(16)}`;
+          list.push(await runner.run({ sample: index, edits: [{ kind: 'xor', target: 0, at, value: mask }], fixChecksum: true, label }));
         }
       }
     }
-    process.stderr.write(`# flips: ${[...byLabel.values()].flat().length} cases in ${Date.now() - started} ms\n`);
-    for (const [label, outcomes] of byLabel) process.stderr.write(`# flips in ${label}: ${outcomes.length} cases: ${tally(outcomes)}\n`);
-    assert.ok([...byLabel.values()].flat().includes('corrupt'));
+    const all = [...byKind.values()].flat();
+    process.stderr.write(`# flips: ${all.length} cases in ${Date.now() - started} ms\n`);
+    for (const [kind, outcomes] of byKind) process.stderr.write(`# flips in ${kind}: ${outcomes.length} cases: ${tally(outcomes)}\n`);
+    assert.ok(all.includes('corrupt'));
   });
 
-  test('flips without a checksum fix are refused by the checksum (block 0) or reach the parser (later blocks)', async () => {
-    for (const sample of samples.filter((s) => s.name !== 'fpc.erofs')) {
-      const primary = Buffer.from(sample.primary);
-      primary[SUPERBLOCK_OFFSET_BYTES + 0x7f] = primary[SUPERBLOCK_OFFSET_BYTES + 0x7f]! ^ 0x10;
-      assert.equal(await tryImage(sample.name, primary, sample.blobs, `${sample.name} unchecked flip`), 'corrupt');
+  test('a flip without the checksum fix is refused by the checksum', async () => {
+    for (const [index, sample] of samples.entries()) {
+      const edits: Edit[] = [{ kind: 'xor', target: 0, at: SUPERBLOCK_OFFSET_BYTES + 0x7f, value: 0x10 }];
+      assert.equal(await runner.run({ sample: index, edits, fixChecksum: false, label: `${sample.name} unchecked flip` }), 'corrupt');
     }
   });
 
@@ -294,41 +270,32 @@ describe('hostile images', () => {
     const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
     const outcomes: Outcome[] = [];
     const started = Date.now();
-    for (let iteration = 0; iteration < 3000; iteration++) {
-      const sample = samples[iteration % samples.length]!;
-      let primary = Buffer.from(sample.primary);
-      const blobs = sample.blobs.map((b) => Buffer.from(b));
+    for (let iteration = 0; iteration < 5000; iteration++) {
+      const index = iteration % samples.length;
+      const sample = samples[index]!;
+      const sizes = [sample.primary.length, ...sample.blobs.map((b) => b.length)];
       const structureOffsets = (structures.get(sample.name) ?? []).flatMap((s) => [s.startBytes, s.startBytes + s.lengthBytes - 1, s.startBytes + Math.floor(random() * s.lengthBytes)]);
-      const steps: string[] = [];
+      const edits: Edit[] = [];
       const mutations = 1 + Math.floor(random() * 4);
       for (let m = 0; m < mutations; m++) {
+        const target = random() < 0.85 ? 0 : Math.floor(random() * sizes.length);
+        const size = sizes[target]!;
+        if (size < 8) continue;
+        // Mostly inside known structures of the metadata image, sometimes anywhere.
+        const base = target === 0 && random() < 0.8 ? pick(structureOffsets) : Math.floor(random() * size);
+        const at = Math.min(Math.max(0, base), size - 8);
         const r = random();
-        const target = random() < 0.85 ? primary : pick([primary, ...blobs]);
-        if (target.length < 8) continue;
-        // Mostly inside known structures, sometimes anywhere.
-        const base = target === primary && random() < 0.8 ? pick(structureOffsets) : Math.floor(random() * target.length);
-        const at = Math.min(Math.max(0, base), target.length - 8);
-        if (r < 0.4) {
-          target[at] = Math.floor(random() * 256);
-          steps.push(`byte ${at}=random`);
-        } else if (r < 0.6) {
-          target[at] = target[at]! ^ (1 << Math.floor(random() * 8));
-          steps.push(`bit flip at ${at}`);
-        } else if (r < 0.8) {
-          const aligned = at - (at % 2);
-          target.writeUInt16LE(pick([0, 1, 0xffff, 0x7fff, 0x8000, 12, 4096, 0x20 | 12]), aligned);
-          steps.push(`u16 at ${aligned}`);
-        } else if (r < 0.95) {
-          const aligned = at - (at % 4);
-          target.writeUInt32LE(pick([0, 1, 0xffffffff, 0x7fffffff, 0x80000000, primary.length, Math.floor(primary.length / 4096), 36, 0xfffffffe]), aligned);
-          steps.push(`u32 at ${aligned}`);
-        } else {
-          primary = primary.subarray(0, Math.floor(random() * primary.length));
-          steps.push(`truncate to ${primary.length}`);
-        }
+        if (r < 0.4) edits.push({ kind: 'set8', target, at, value: Math.floor(random() * 256) });
+        else if (r < 0.6) edits.push({ kind: 'xor', target, at, value: 1 << Math.floor(random() * 8) });
+        else if (r < 0.8) edits.push({ kind: 'set16', target, at: at - (at % 2), value: pick([0, 1, 0xffff, 0x7fff, 0x8000, 12, 4096, 0x20 | 12]) });
+        else if (r < 0.95) {
+          const value = pick([0, 1, 0xffffffff, 0x7fffffff, 0x80000000, sizes[0]!, Math.floor(sizes[0]! / 4096), 36, 0xfffffffe]);
+          edits.push({ kind: 'set32', target, at: at - (at % 4), value });
+        } else edits.push({ kind: 'truncate', target, lengthBytes: Math.floor(random() * size) });
       }
-      if (random() < 0.9) fixSuperblockChecksum(primary);
-      outcomes.push(await tryImage(sample.name, primary, blobs, `${sample.name} fuzz #${iteration}: ${steps.join(', ')}`));
+      const fixChecksum = random() < 0.9;
+      const label = `${sample.name} fuzz #${iteration}: ${JSON.stringify(edits)}${fixChecksum ? ' (checksum fixed)' : ''}`;
+      outcomes.push(await runner.run({ sample: index, edits, fixChecksum, label }));
     }
     process.stderr.write(`# fuzz: ${outcomes.length} cases in ${Date.now() - started} ms: ${tally(outcomes)}\n`);
     assert.ok(outcomes.includes('ok') && outcomes.includes('corrupt'));
