@@ -10,8 +10,7 @@ import { defaultAttrs, makeDir, nameKey, type DirNode } from './tree.js';
  * metacopy + redirect xattrs naming its object, so a sharing mount reads (and mmaps) the data through
  * the object's inode: one page cache for every image holding the file.
  */
-export const OVERLAY_METACOPY_XATTR = 'trusted.overlay.metacopy';
-export const OVERLAY_REDIRECT_XATTR = 'trusted.overlay.redirect';
+export { OVERLAY_METACOPY_XATTR, OVERLAY_REDIRECT_XATTR } from '../format/constants.js';
 
 export function objectPath(contentSha256Hex: string): string {
   return `/${contentSha256Hex.slice(0, 2)}/${contentSha256Hex}`;

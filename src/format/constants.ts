@@ -106,3 +106,6 @@ export const MAX_SHARED_XATTRS_PER_INODE = 255;
 export const MAX_NAME_BYTES = 255;
 /** The name of the page cache sharing fingerprint xattr that mkfs.erofs --xattr-inode-digest writes. */
 export const FINGERPRINT_XATTR_NAME = 'erofs.fingerprint.v1';
+/** overlayfs xattrs our metadata images carry on files whose data an object index holds. */
+export const OVERLAY_METACOPY_XATTR = 'trusted.overlay.metacopy';
+export const OVERLAY_REDIRECT_XATTR = 'trusted.overlay.redirect';

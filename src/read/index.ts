@@ -3,3 +3,4 @@ export * from './source.js';
 export * from './devices.js';
 export * from './image.js';
 export * from './summary.js';
+export * from './sharing.js';

@@ -1,4 +1,5 @@
 import { FEATURE_COMPAT, FEATURE_INCOMPAT, filterKeyOf, longPrefixFullName, xattrFilterBit, type FileKind } from '../format/index.js';
+import { addToSharingClasses, fileSharing, type FileSharing, type SharingClass } from './sharing.js';
 import type { DeviceInfo } from './devices.js';
 import type { ChunkMapEntry, DataLayoutName, ErofsImage } from './image.js';
 
@@ -90,6 +91,8 @@ export interface ImageSummary {
   regularFileBytes: number;
   /** Sum of i_size over distinct regular-file inodes. */
   regularFileBytesDistinct: number;
+  /** Page cache sharing eligibility of distinct regular inodes per size class (as the build report). */
+  sharing: Record<string, SharingClass>;
 }
 
 export async function summarizeImage(image: ErofsImage): Promise<ImageSummary> {
@@ -98,13 +101,17 @@ export async function summarizeImage(image: ErofsImage): Promise<ImageSummary> {
   const seen = new Set<number>();
   let regularFileBytes = 0;
   let regularFileBytesDistinct = 0;
+  const sharing: Record<string, SharingClass> = {};
   for await (const entry of image.walk()) {
     counts[entry.stat.kind]++;
     counts.total++;
     if (entry.stat.kind === 'reg') regularFileBytes += entry.stat.sizeBytes;
     if (!seen.has(entry.nid)) {
       seen.add(entry.nid);
-      if (entry.stat.kind === 'reg') regularFileBytesDistinct += entry.stat.sizeBytes;
+      if (entry.stat.kind === 'reg') {
+        regularFileBytesDistinct += entry.stat.sizeBytes;
+        addToSharingClasses(sharing, entry.stat.sizeBytes, await fileSharing(image, entry.nid, entry.stat));
+      }
     }
   }
   return {
@@ -141,6 +148,7 @@ export async function summarizeImage(image: ErofsImage): Promise<ImageSummary> {
     inodes: seen.size,
     regularFileBytes,
     regularFileBytesDistinct,
+    sharing,
   };
 }
 
@@ -214,6 +222,8 @@ export interface PathReport {
   /** Devices holding the file's data (0 = primary image). */
   devicesUsed: number[];
   xattrs: XattrSummary[];
+  /** Regular files: page cache sharing eligibility, the object it is redirected to, its fingerprint. */
+  sharing?: FileSharing;
   /** The inline xattr header's bloom filter; `hides` lists xattrs whose bit is set (getxattr would miss them). */
   xattrFilter: { value: string; active: boolean; hides: string[] } | null;
 }
@@ -273,6 +283,7 @@ export async function describePath(image: ErofsImage, path: string): Promise<Pat
   if (stat.rdev !== null) report.rdev = `${stat.rdev.major}:${stat.rdev.minor}`;
   if (stat.kind === 'lnk') report.symlinkTarget = (await image.readlink(nid)).toString('utf8');
   if (stat.kind === 'dir') report.directoryEntries = (await image.readdir(nid)).length;
+  if (stat.kind === 'reg') report.sharing = await fileSharing(image, nid, stat, chunkMap);
   return report;
 }
 
@@ -305,6 +316,10 @@ export function formatImageSummary(summary: ImageSummary): string[] {
   const c = summary.counts;
   lines.push(`entries:          ${c.total} (${(Object.keys(KIND_NAMES) as FileKind[]).filter((k) => c[k] > 0).map((k) => `${c[k]} ${KIND_NAMES[k]}`).join(', ')})`);
   lines.push(`regular bytes:    ${summary.regularFileBytes} (${summary.regularFileBytesDistinct} in distinct inodes)`);
+  for (const [sizeClass, c] of Object.entries(summary.sharing)) {
+    const reasons = Object.entries(c.ineligible).map(([reason, r]) => `${r.files} ${reason}`);
+    lines.push(`sharing ${sizeClass}: ${c.eligibleFiles}/${c.files} files, ${c.eligibleBytes}/${c.bytes} bytes eligible${reasons.length > 0 ? ` (not: ${reasons.join(', ')})` : ''}`);
+  }
   return lines;
 }
 
@@ -332,6 +347,11 @@ export function formatPathReport(report: PathReport): string[] {
       lines.push(`  ${r.fileOffsetBytes}..${r.fileOffsetBytes + r.lengthBytes} -> ${place}${r.chunks > 1 ? ` (${r.chunks} chunks)` : ''}`);
     }
     if (report.chunkRanges.length > MAX_RANGES_SHOWN) lines.push(`  ... ${report.chunkRanges.length - MAX_RANGES_SHOWN} more ranges (--json lists every chunk)`);
+  }
+  if (report.sharing !== undefined) {
+    const s = report.sharing;
+    lines.push(`sharing:     ${s.eligible ? `eligible, object ${s.object} in blob ${s.blobTag ?? `#${s.deviceId}`}` : `not eligible: ${s.reason}`}`);
+    if (s.fingerprint !== undefined) lines.push(`fingerprint: ${s.fingerprint}`);
   }
   if (report.xattrs.length > 0) {
     lines.push('xattrs:');

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { build, type BuildResult } from '../../src/build/build.js';
+import { run } from '../helpers/exec.js';
 import { assertFsckClean, withKernelMount } from '../helpers/kernel.js';
 import { realImages } from '../helpers/realImages.js';
 import { withTempDir } from '../helpers/tmp.js';
@@ -47,6 +48,12 @@ test('real Debian images (OCI gzip layout, both tags): the kernel mount equals t
     assert.deepEqual(base.blobs.length, 1);
     assert.deepEqual(v1.blobs.length, 2);
     assert.equal(v1.blobs[0], base.blobs[0]);
+    // The report's sharing eligibility is what `erofs inspect` finds file by file in the image.
+    for (const image of [base, v1]) {
+      const inspected = await run('node', ['bin/run.js', 'inspect', image.metadataImage, '--json']);
+      assert.equal(inspected.code, 0, inspected.output);
+      assert.deepEqual((JSON.parse(inspected.stdout) as { sharing: unknown }).sharing, image.sharing, `${image.name}: report vs inspect`);
+    }
     // The same images without fingerprints pass Debian's fsck.erofs (1.5 predates xattr prefixes).
     const plain = await build([`${real.gzipLayout}:v1`], { outputDir: join(dir, 'plain'), fingerprints: false });
     await assertFsckClean(plain.images[0]!.metadataImage, plain.images[0]!.blobs);
