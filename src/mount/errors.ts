@@ -120,16 +120,3 @@ export class InvalidMountOptionError extends Error {
     this.name = 'InvalidMountOptionError';
   }
 }
-
-/** Every code above, for the CLI's list of expected (non-bug) failures. */
-export const MOUNT_ERROR_CODES: readonly string[] = [
-  'ERR_NOT_ROOT',
-  'ERR_MOUNT_FAILED',
-  'ERR_MECHANISM_UNAVAILABLE',
-  'ERR_MOUNTPOINT',
-  'ERR_NOT_MOUNTED',
-  'ERR_MOUNT_BUSY',
-  'ERR_STATE_LOCKED',
-  'ERR_STATE_CORRUPT',
-  'ERR_ARTIFACT_NOT_FOUND',
-];

@@ -1,0 +1,4 @@
+export * from './errors.js';
+export * from './analyze.js';
+export * from './cgroup.js';
+export * from './measure.js';
