@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run } from '../helpers/exec.js';
 import { withTempDir } from '../helpers/tmp.js';
@@ -27,16 +27,16 @@ test('build: a missing source directory is one clear error and writes nothing', 
   await withTempDir(async (dir) => {
     const out = join(dir, 'out');
     const result = await run('node', [...CLI, 'build', join(dir, 'nope'), '-o', out]);
-    assertOneLineError(result, /nope: no such directory/);
+    assertOneLineError(result, /nope: no such file or directory/);
     assert.deepEqual(await filesUnder(out), []);
   });
 });
 
-test('build: a file given as source is refused', async () => {
+test('build: a file that is no image is refused', async () => {
   await withTempDir(async (dir) => {
     await writeFile(join(dir, 'file'), 'x');
     const result = await run('node', [...CLI, 'build', join(dir, 'file'), '-o', join(dir, 'out')]);
-    assertOneLineError(result, /file: not a directory/);
+    assertOneLineError(result, /file: not an OCI image layout, OCI archive, docker archive or layer tarball/);
     assert.deepEqual(await filesUnder(join(dir, 'out')), []);
   });
 });
@@ -76,6 +76,15 @@ test('build: SIGTERM in the middle removes the partial blob and writes no image'
     const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
     assert.notEqual(code, 0);
     assert.match(stderr, /interrupted by SIGTERM/);
-    assert.deepEqual(await filesUnder(out), [], 'nothing may remain, not even a temporary blob');
+    // No image, report or layout entry, and no temporary file. A layer blob completed before the
+    // signal may stay in the store, but only whole: named by its true digest, with its chunk list.
+    const left = await filesUnder(out);
+    assert.deepEqual(left.filter((f) => f.endsWith('.erofs') && !f.startsWith('objects/')), []);
+    assert.deepEqual(left.filter((f) => f === 'index.json' || f.endsWith('.report.json') || f.split('/').pop()!.startsWith('.tmp')), []);
+    for (const blob of left.filter((f) => f.startsWith('blobs/sha256/'))) {
+      const digest = blob.slice('blobs/sha256/'.length);
+      assert.equal(createHash('sha256').update(await readFile(join(out, blob))).digest('hex'), digest, `${blob} is whole`);
+      assert.ok(left.includes(`chunks/${digest}.chunks`), `${blob} has its chunk list`);
+    }
   });
 });
