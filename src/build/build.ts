@@ -1,8 +1,8 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { MAX_BLOCK_SIZE_BITS, MAX_CHUNK_BLKBITS, MIN_BLOCK_SIZE_BITS } from '../format/constants.js';
 import { addErofsImageToLayout } from '../oci/outputLayout.js';
+import { writeFileAtomically } from '../util/atomicFile.js';
 import { ChunkStore } from '../store/store.js';
 import type { ChunkSizePolicy, ChunkStats } from './chunker.js';
 import { InvalidOptionError } from './errors.js';
@@ -124,22 +124,6 @@ function countTree(root: DirNode): BuildCounts {
     }
   }
   return counts;
-}
-
-/** Writes `bytes` to `finalPath` through a temporary name, so a reader never sees a partial file. */
-export async function writeFileAtomically(finalPath: string, bytes: Uint8Array): Promise<void> {
-  const tempPath = path.join(path.dirname(finalPath), `.tmp-${path.basename(finalPath)}-${process.pid}-${randomBytes(6).toString('hex')}`);
-  const file = await open(tempPath, 'wx');
-  try {
-    await file.writeFile(bytes);
-    await file.sync();
-    await file.close();
-    await rename(tempPath, finalPath);
-  } catch (error) {
-    await file.close().catch(() => undefined);
-    await rm(tempPath, { force: true });
-    throw error;
-  }
 }
 
 export function kernelMountCommand(metadataImage: string, blobs: readonly string[], mountpoint = '/mnt/image'): string {

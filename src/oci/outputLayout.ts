@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFile, link, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { copyFile, link, mkdir, open, readFile, rename, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { writeFileAtomically } from '../util/atomicFile.js';
 
 /**
  * Media types of what we put in an OCI layout. containerd 2.3's EROFS support names a layer that is
@@ -53,21 +54,6 @@ async function sha256OfFile(file: string): Promise<{ digest: string; size: numbe
   }
 }
 
-async function writeAtomically(finalPath: string, bytes: Uint8Array): Promise<void> {
-  const temp = `${finalPath}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  const handle = await open(temp, 'wx');
-  try {
-    await handle.writeFile(bytes);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(temp, finalPath).catch(async (error) => {
-    await rm(temp, { force: true });
-    throw error;
-  });
-}
-
 /** Puts a file into the layout's blob directory by digest: a hardlink when possible, else a copy. */
 async function placeBlob(layoutDir: string, file: string, digest: string): Promise<void> {
   const target = path.join(layoutDir, 'blobs', 'sha256', digest.slice('sha256:'.length));
@@ -82,7 +68,7 @@ async function putJson(layoutDir: string, value: unknown, mediaType: string): Pr
   const bytes = Buffer.from(JSON.stringify(value));
   const hex = createHash('sha256').update(bytes).digest('hex');
   const target = path.join(layoutDir, 'blobs', 'sha256', hex);
-  if (!(await stat(target).then(() => true, () => false))) await writeAtomically(target, bytes);
+  if (!(await stat(target).then(() => true, () => false))) await writeFileAtomically(target, bytes);
   return { mediaType, digest: `sha256:${hex}`, size: bytes.length };
 }
 
@@ -123,7 +109,7 @@ export async function addErofsImageToLayout(layoutDir: string, artifact: ErofsAr
   );
   const manifests = (existing.manifests ?? []).filter((m) => m.annotations?.[REF_NAME] !== artifact.name);
   manifests.push({ ...manifestDescriptor, annotations: { [REF_NAME]: artifact.name } });
-  await writeAtomically(path.join(layoutDir, 'oci-layout'), Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })));
-  await writeAtomically(indexPath, Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: INDEX_MEDIA_TYPE, manifests }, null, 2)));
+  await writeFileAtomically(path.join(layoutDir, 'oci-layout'), Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })));
+  await writeFileAtomically(indexPath, Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: INDEX_MEDIA_TYPE, manifests }, null, 2)));
   return manifestDescriptor;
 }

@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
-import { access, mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile } from 'node:fs/promises';
 import { statSync } from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomically } from '../util/atomicFile.js';
 
 /** Where a stored chunk lives. */
 export interface StoredChunk {
@@ -84,8 +84,8 @@ export class ChunkStore {
   /** Stores a blob's object index and its list of object digests (each under a temporary name first). */
   async addObjectIndex(blobDigest: string, image: Uint8Array, objectDigests: readonly string[]): Promise<void> {
     await mkdir(this.objectsDir, { recursive: true });
-    await writeFileAtomic(this.objectIndexPath(blobDigest), image);
-    await writeFileAtomic(path.join(this.objectsDir, `${blobDigest}.objects`), Buffer.from(objectDigests.map((d) => `${d}\n`).join('')));
+    await writeFileAtomically(this.objectIndexPath(blobDigest), image);
+    await writeFileAtomically(path.join(this.objectsDir, `${blobDigest}.objects`), Buffer.from(objectDigests.map((d) => `${d}\n`).join('')));
   }
 
   /** Number of chunks known. */
@@ -122,36 +122,9 @@ export class ChunkStore {
       bytes.writeBigUInt64LE(BigInt(lengthBytes), i * RECORD_SIZE_BYTES + 32);
       bytes.writeUInt32LE(blkaddr, i * RECORD_SIZE_BYTES + 40);
     });
-    const finalPath = path.join(this.chunksDir, `${blobDigest}${INDEX_SUFFIX}`);
-    const tempPath = path.join(this.chunksDir, `.tmp-${blobDigest}-${process.pid}-${randomBytes(4).toString('hex')}`);
-    const file = await open(tempPath, 'wx');
-    try {
-      await file.writeFile(bytes);
-      await file.sync();
-    } finally {
-      await file.close();
-    }
-    await rename(tempPath, finalPath).catch(async (error) => {
-      await rm(tempPath, { force: true });
-      throw error;
-    });
+    await writeFileAtomically(path.join(this.chunksDir, `${blobDigest}${INDEX_SUFFIX}`), bytes);
     for (const { key, blkaddr } of written) if (!this.chunks.has(key)) this.chunks.set(key, { blobDigest, blkaddr });
   }
-}
-
-async function writeFileAtomic(finalPath: string, bytes: Uint8Array): Promise<void> {
-  const tempPath = `${path.join(path.dirname(finalPath), '.tmp-' + path.basename(finalPath))}-${process.pid}-${randomBytes(4).toString('hex')}`;
-  const file = await open(tempPath, 'wx');
-  try {
-    await file.writeFile(bytes);
-    await file.sync();
-  } finally {
-    await file.close();
-  }
-  await rename(tempPath, finalPath).catch(async (error) => {
-    await rm(tempPath, { force: true });
-    throw error;
-  });
 }
 
 /** Dictionary key of a chunk: its BLAKE3 digest and its length (a tail chunk differs from a full one). */
