@@ -9,7 +9,7 @@ import { Worker } from 'node:worker_threads';
  * small chunk cost more than hashing it here. Backpressure: at most `maxInFlightBytes` wait for the
  * worker; `update` resolves once under.
  */
-const BATCH_BYTES = 8 << 20;
+const BATCH_BYTES = 2 << 20;
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
@@ -30,7 +30,7 @@ export class ThreadedSha256 {
   private batch = new Uint8Array(BATCH_BYTES);
   private batchBytes = 0;
 
-  constructor(private readonly maxInFlightBytes = 64 << 20) {
+  constructor(private readonly maxInFlightBytes = 8 << 20) {
     this.worker.on('message', (message: { done?: number; digest?: string }) => {
       if (message.digest !== undefined) {
         this.digestWaiter?.(message.digest);
