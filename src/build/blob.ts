@@ -51,8 +51,8 @@ export class BlobWriter {
   }
 
   /**
-   * Commits a chunk written at the current end: `dataBytes` of data, padded with zeros to a block.
-   * `hashed` says the caller already fed exactly those bytes to `updateDigest` in order.
+   * Commits a chunk written at the current end: `dataBytes` of data (already written and fed to
+   * `updateDigest`), padded here with zeros to a whole block when it is not one already.
    */
   async commitChunk(dataBytes: number): Promise<number> {
     const blkaddr = this.nextBlkaddr;

@@ -11,12 +11,12 @@ import { readDirectoryTree } from './sources/directory.js';
 import { makeDir, type DirNode, type TreeNode } from './tree.js';
 import { LayerApplier } from './layers.js';
 import { sequentialReadAt } from './streamReader.js';
-import { InvalidImageSourceError, openImageSource, probeImageSource, readLayerEntries, type ImageInfo, type ImageSource } from '../oci/index.js';
+import { InvalidImageSourceError, openImageSource, probeImageSource, readLayerEntries, type ImageInfo, type ImageSource, type Platform } from '../oci/index.js';
 
 export const DEFAULT_CHUNK_SIZE_BYTES = 1 << 20;
 export const DEFAULT_BLOCK_SIZE_BYTES = 4096;
 
-/** What to build from. OCI sources join this union in their own module. */
+/** A directory to build from (image sources go through `build`, which takes specs). */
 export type BuildSource = { kind: 'directory'; path: string };
 
 export interface BuildOptions {
@@ -38,6 +38,11 @@ export interface BuildOptions {
   storeDir?: string;
   /** Stops the build between files; everything written so far is removed. */
   signal?: AbortSignal;
+  /**
+   * The platform taken from multi-platform indexes (default linux/amd64), or 'all' to convert each
+   * one; each then gets its platform appended to its name (`NAME-linux-arm64`).
+   */
+  platform?: Platform | 'all';
 }
 
 export interface BuildCounts {
@@ -266,10 +271,14 @@ export async function build(specs: readonly string[], options: BuildOptions): Pr
       images.push(await buildImage({ kind: 'directory', path: probed.path }, { ...options, name }));
       continue;
     }
-    const source = await openImageSource(spec);
+    const source = await openImageSource(spec, options.platform === undefined ? {} : { platform: options.platform });
     notes.push(...source.notes);
+    // Several platforms of one image share its name; the platform tells their results apart.
+    const perPlatform = options.platform === 'all' && source.images.length > 1;
     for (const image of source.images) {
-      const wanted = options.name !== undefined && source.images.length === 1 && specs.length === 1 ? options.name : fileNameForTag(image.name);
+      const base = options.name !== undefined && (source.images.length === 1 || perPlatform) && specs.length === 1 ? options.name : fileNameForTag(image.name);
+      const platform = image.platform;
+      const wanted = perPlatform && platform !== undefined ? fileNameForTag(`${base}-${platform.os}-${platform.architecture}${platform.variant === undefined ? '' : `-${platform.variant}`}`) : base;
       images.push(await buildOciImage(prepared, source, image, uniqueName(wanted), options));
     }
   }
