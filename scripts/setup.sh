@@ -20,7 +20,7 @@ declare -A PACKAGE_OF=(
   [losetup]=mount [mount]=mount [umount]=mount [dmesg]=util-linux
   [python3]=python3
   # real OCI images for the tests are made and checked by tools that are not ours
-  [skopeo]=skopeo [umoci]=umoci [rsync]=rsync [debootstrap]=debootstrap
+  [skopeo]=skopeo [umoci]=umoci [rsync]=rsync [debootstrap]=debootstrap [dockerd]=docker.io [docker]=docker.io
   [mknod]=coreutils [truncate]=coreutils [sha256sum]=coreutils
   # node-gyp builds the native addons (fs-xattr, and zstd-napi when no prebuilt binary fits)
   [make]=make [g++]=g++

@@ -26,6 +26,9 @@ const EXPECTED_CODES = new Set([
   'ERR_EROFS_PATH_NOT_FOUND',
   'ERR_MEASURE_FAILED',
   'ERR_TRACE_FILE',
+  // erofs mount --fuse (src/fuse/errors.ts)
+  'ERR_FUSE_DAEMON',
+  'ERR_FUSE_UNAVAILABLE',
   'ENOENT',
   'EACCES',
   'EPERM',

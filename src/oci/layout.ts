@@ -15,8 +15,8 @@ export interface ResolvedImage {
 export interface SelectOptions {
   /** Only the image(s) with this tag; all images when absent. */
   tag?: string;
-  /** Picked from indexes that list several platforms. */
-  platform: Platform;
+  /** Picked from indexes that list several platforms; 'all' keeps every platform (attestations are still skipped). */
+  platform: Platform | 'all';
   /** Told about choices made (platform picked, artifacts skipped). */
   notes: string[];
 }
@@ -65,10 +65,14 @@ function platformMatches(candidate: Platform | undefined, wanted: Platform): boo
  * that all share a platform (or are one) are kept as they are: a layout with two amd64 images is
  * two images, not a choice. The choice made is written to `notes`.
  */
-function pickPlatform(descriptors: Descriptor[], wanted: Platform, context: string, notes: string[], source: string): Descriptor[] {
+function pickPlatform(descriptors: Descriptor[], wanted: Platform | 'all', context: string, notes: string[], source: string): Descriptor[] {
   const candidates = descriptors.filter((descriptor) => !isAttestation(descriptor));
   const platforms = [...new Set(candidates.map((descriptor) => platformText(descriptor.platform)))];
   if (candidates.length <= 1 || platforms.length <= 1) return candidates;
+  if (wanted === 'all') {
+    notes.push(`${context}: lists ${platforms.length} platforms (${platforms.join(', ')}); converting each`);
+    return candidates;
+  }
   const matching = candidates.filter((descriptor) => platformMatches(descriptor.platform, wanted));
   if (matching.length === 0) throw new ImageNotFoundError(source, `for platform ${platformText(wanted)} in ${context}`, platforms);
   // Without a wanted variant, prefer the plain one (amd64 over amd64/v3): it runs on every such CPU.

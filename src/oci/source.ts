@@ -21,7 +21,8 @@ import type { ImageSource, ImageSourceKind, LayerDescriptor, Platform } from './
 export const DEFAULT_PLATFORM: Platform = { os: 'linux', architecture: 'amd64' };
 
 export interface OpenImageSourceOptions {
-  platform?: Platform;
+  /** The platform to pick from multi-platform indexes, or 'all' for every one (default {@link DEFAULT_PLATFORM}). */
+  platform?: Platform | 'all';
 }
 
 /** What a spec names, before reading any image: also tells plain directories (another source) apart. */

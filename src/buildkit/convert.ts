@@ -1,0 +1,134 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import tar from 'tar-stream';
+import { build, type BuildOptions, type BuildReport } from '../build/build.js';
+import { InvalidImageSourceError, probeImageSource, type Platform } from '../oci/index.js';
+
+/** How standard input is named in messages: the spooled copy's temporary path means nothing to the user. */
+export const STDIN_NAME = 'standard input';
+
+export interface ConvertStreamOptions extends Omit<BuildOptions, 'outputDir' | 'platform'> {
+  /** The OCI layout (and default store) to write; absent: a temporary one, given to `tarOutput`. */
+  outputDir?: string;
+  /** Where a tar of the resulting OCI layout goes when there is no `outputDir` (`-o -`). */
+  tarOutput?: Writable;
+  /** Only this platform of a multi-platform index; default: each platform. */
+  platform?: Platform;
+  /** Where the input is spooled (default `os.tmpdir()`). */
+  tempDir?: string;
+}
+
+/** Root names of image archives (OCI and docker save); a root filesystem starting with one is a cut-off archive. */
+const ARCHIVE_ROOTS = new Set(['blobs', 'oci-layout', 'index.json', 'manifest.json', 'repositories']);
+
+/**
+ * Converts what a BuildKit exporter writes to a pipe: an OCI archive (`type=oci,dest=-`, with
+ * attestation manifests skipped and every platform of an index converted unless `platform` picks
+ * one), a `docker save` stream, or the root filesystem tar of `type=tar,dest=-` (one layer).
+ *
+ * The input is saved once to a temporary file and removed afterwards: archives are read by member
+ * offsets, and both BuildKit's OCI exporter and `docker save` write index.json/manifest.json after
+ * the blobs, so what the stream is cannot be known before its end. On failure nothing is left:
+ * neither a new output directory nor anything on `tarOutput`.
+ */
+export async function convertBuildkitStream(input: Readable, options: ConvertStreamOptions): Promise<BuildReport> {
+  const { outputDir, tarOutput, tempDir, platform, ...buildOptions } = options;
+  if ((outputDir === undefined) === (tarOutput === undefined)) throw new Error('convertBuildkitStream: give exactly one of outputDir and tarOutput');
+  const work = await mkdtemp(path.join(tempDir ?? tmpdir(), 'mkfs-erofs-ts-buildkit-'));
+  const spooled = path.join(work, 'input.tar');
+  const layoutDir = outputDir ?? path.join(work, 'layout');
+  const outputExisted = outputDir === undefined || (await stat(outputDir).then(() => true, () => false));
+  try {
+    await pipeline(input, createWriteStream(spooled));
+    await checkComplete(spooled);
+    const report = await build([spooled], { ...buildOptions, outputDir: layoutDir, platform: platform ?? 'all', name: buildOptions.name ?? 'image' });
+    if (tarOutput !== undefined) await writeLayoutTar(layoutDir, tarOutput);
+    return { ...report, notes: report.notes.map((note) => note.replaceAll(spooled, STDIN_NAME)) };
+  } catch (error) {
+    // A directory this conversion created is removed whole; one that existed keeps what it had
+    // (the build itself removes the files it wrote before failing).
+    if (!outputExisted && outputDir !== undefined) await rm(outputDir, { recursive: true, force: true });
+    throw renameInput(error, spooled);
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/** Errors name the file they read; for the spooled copy, that is standard input. */
+function renameInput(error: unknown, spooled: string): unknown {
+  if (error instanceof Error && error.message.includes(spooled)) {
+    error.message = error.message.replaceAll(spooled, STDIN_NAME);
+    if ('source' in error && typeof error.source === 'string') (error as { source: string }).source = error.source.replaceAll(spooled, STDIN_NAME);
+  }
+  return error;
+}
+
+/**
+ * A stream cut off before index.json / manifest.json would otherwise pass for a root filesystem
+ * (a tar of `blobs/...`) and be converted as one; such a start is refused instead.
+ */
+async function checkComplete(spooled: string): Promise<void> {
+  if ((await stat(spooled)).size === 0) throw new InvalidImageSourceError(STDIN_NAME, 'empty: nothing was piped in (did the build fail?)');
+  const probed = await probeImageSource(spooled);
+  if (probed.kind !== 'layer-tarball' || probed.compression !== 'none') return;
+  const first = await firstMemberName(spooled);
+  const root = first?.replace(/^\.\//, '').split('/')[0];
+  if (root !== undefined && (ARCHIVE_ROOTS.has(root) || /^[0-9a-f]{64}(\.json)?$/.test(root))) {
+    throw new InvalidImageSourceError(STDIN_NAME, `an image archive (it starts with ${root}) without its index.json or manifest.json: the stream is truncated or incomplete`);
+  }
+}
+
+/** The name of a tar's first member (PAX headers applied), or undefined for an empty tar. */
+async function firstMemberName(file: string): Promise<string | undefined> {
+  const extract = tar.extract();
+  const input = createReadStream(file);
+  try {
+    input.pipe(extract);
+    for await (const entry of extract) {
+      const name = entry.header.name;
+      entry.resume();
+      return name;
+    }
+    return undefined;
+  } catch {
+    // Damage is reported, with its place, by the conversion that reads the whole tar.
+    return undefined;
+  } finally {
+    input.destroy();
+    extract.destroy();
+  }
+}
+
+/**
+ * Writes the OCI layout as a tar: `oci-layout`, `index.json` and the blobs. The store's own files
+ * (chunk dictionary, object indexes) and the loose `NAME.erofs` copies are left out: the layout
+ * refers to every artifact by digest under blobs/.
+ */
+export async function writeLayoutTar(layoutDir: string, output: Writable): Promise<void> {
+  const blobsDir = path.join(layoutDir, 'blobs', 'sha256');
+  const blobs = (await readdir(blobsDir)).filter((name) => /^[0-9a-f]{64}$/.test(name)).sort();
+  const members = ['oci-layout', 'index.json', ...blobs.map((hex) => `blobs/sha256/${hex}`)];
+  const pack = tar.pack();
+  const written = pipeline(pack, output);
+  try {
+    for (const dir of ['blobs/', 'blobs/sha256/']) pack.entry({ name: dir, type: 'directory', mode: 0o755, mtime: new Date(0) });
+    for (const member of members) {
+      const file = path.join(layoutDir, member);
+      const sizeBytes = (await stat(file)).size;
+      // Fixed mode and mtime: the same layout always gives the same tar.
+      const entry = pack.entry({ name: member, size: sizeBytes, mode: 0o644, mtime: new Date(0) });
+      await pipeline(createReadStream(file), entry);
+    }
+    pack.finalize();
+  } catch (error) {
+    pack.destroy(error as Error);
+    throw error;
+  } finally {
+    await written.catch(() => undefined);
+  }
+  await written;
+}
