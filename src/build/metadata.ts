@@ -13,7 +13,7 @@ import { encodeChunkFormat, encodeChunkIndexes, chunkArrayOffsetBytes, chunkCoun
 import { encodeDeviceSlot } from '../format/device.js';
 import { DOT, DOTDOT, directorySizeBytes, encodeDirectory, type Dirent } from '../format/dirent.js';
 import { FormatLimitError } from '../format/errors.js';
-import { encodeInode, encodeRdev, fitsCompact, ifmtOfKind, inodeSizeBytes, xattrIcountFor, type InodeTimeBase } from '../format/inode.js';
+import { direntFileTypeOfKind, encodeInode, encodeRdev, fitsCompact, ifmtOfKind, inodeSizeBytes, xattrIcountFor, type InodeTimeBase } from '../format/inode.js';
 import { checksumRangeBytes, computeSuperblockChecksum, defaultSuperblock, encodeSuperblock, SUPERBLOCK_CHECKSUM_FIELD_OFFSET, SUPERBLOCK_UUID_FIELD_OFFSET } from '../format/superblock.js';
 import {
   xattrFilterBit,
@@ -84,16 +84,6 @@ export interface MetadataImagePlan {
   totalBlocks: number;
   nidOf: Map<TreeNode, number>;
 }
-
-const DIR_FILE_TYPE: Record<TreeNode['kind'], number> = {
-  reg: FILE_TYPE.REG,
-  dir: FILE_TYPE.DIR,
-  lnk: FILE_TYPE.SYMLINK,
-  chr: FILE_TYPE.CHRDEV,
-  blk: FILE_TYPE.BLKDEV,
-  fifo: FILE_TYPE.FIFO,
-  sock: FILE_TYPE.SOCK,
-};
 
 const DEVICE_TABLE_SLOTOFF = (SUPERBLOCK_OFFSET_BYTES + SUPERBLOCK_SIZE_BYTES) / DEVICE_SLOT_SIZE_BYTES;
 
@@ -469,7 +459,7 @@ function directoryEntries(inode: InodePlan, plan: MetadataImagePlan): Dirent[] {
     { nid: inode.parent!.nid, name: DOTDOT, fileType: FILE_TYPE.DIR },
   ];
   for (const [key, child] of node.children) {
-    entries.push({ nid: plan.nidOf.get(child)!, name: nameBytes(key), fileType: DIR_FILE_TYPE[child.kind] });
+    entries.push({ nid: plan.nidOf.get(child)!, name: nameBytes(key), fileType: direntFileTypeOfKind(child.kind) });
   }
   entries.sort((a, b) => Buffer.compare(a.name, b.name));
   return entries;

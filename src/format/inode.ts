@@ -1,6 +1,7 @@
 import {
   COMPACT_INODE_SIZE_BYTES,
   DATA_LAYOUT,
+  FILE_TYPE,
   EXTENDED_INODE_SIZE_BYTES,
   S_IFBLK,
   S_IFCHR,
@@ -196,6 +197,21 @@ const KIND_BY_IFMT: ReadonlyMap<number, FileKind> = new Map([
   [S_IFSOCK, 'sock'],
 ]);
 const IFMT_BY_KIND: Record<FileKind, number> = { reg: S_IFREG, dir: S_IFDIR, lnk: S_IFLNK, chr: S_IFCHR, blk: S_IFBLK, fifo: S_IFIFO, sock: S_IFSOCK };
+
+const DIRENT_TYPE_BY_KIND: Record<FileKind, number> = {
+  reg: FILE_TYPE.REG,
+  dir: FILE_TYPE.DIR,
+  lnk: FILE_TYPE.SYMLINK,
+  chr: FILE_TYPE.CHRDEV,
+  blk: FILE_TYPE.BLKDEV,
+  fifo: FILE_TYPE.FIFO,
+  sock: FILE_TYPE.SOCK,
+};
+
+/** The dirent file_type that must accompany an inode of this kind. */
+export function direntFileTypeOfKind(kind: FileKind): number {
+  return DIRENT_TYPE_BY_KIND[kind];
+}
 
 export function fileTypeOfMode(mode: number): FileKind | undefined {
   return KIND_BY_IFMT.get(mode & S_IFMT);

@@ -2,6 +2,7 @@ import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import {
   CorruptImageError,
+  direntFileTypeOfKind,
   DATA_LAYOUT,
   DEVICE_SLOT_SIZE_BYTES,
   DOT,
@@ -930,7 +931,7 @@ export class ErofsImage {
       for (const dirent of entries) {
         const stat = this.statOf(await this.loadInode(dirent.nid));
         const pathBytes = dir.depth === 0 ? dirent.name : Buffer.concat([dir.pathBytes, Buffer.from('/'), dirent.name]);
-        if (dirent.fileType !== FILE_TYPE.UNKNOWN && dirent.fileType !== DIRENT_TYPE_OF_KIND[stat.kind]) {
+        if (dirent.fileType !== FILE_TYPE.UNKNOWN && dirent.fileType !== direntFileTypeOfKind(stat.kind)) {
           throw new CorruptImageError(`dirent type ${dirent.fileType} disagrees with the inode's type (${stat.kind})`, { structure: 'directory', nid: dir.nid, path: pathBytes.toString('utf8') });
         }
         const entry: WalkEntry = { path: pathBytes.toString('utf8'), pathBytes, nid: dirent.nid, parentNid: dir.nid, depth: dir.depth + 1, stat };
@@ -943,13 +944,4 @@ export class ErofsImage {
   }
 }
 
-const DIRENT_TYPE_OF_KIND: Record<FileKind, number> = {
-  reg: FILE_TYPE.REG,
-  dir: FILE_TYPE.DIR,
-  lnk: FILE_TYPE.SYMLINK,
-  chr: FILE_TYPE.CHRDEV,
-  blk: FILE_TYPE.BLKDEV,
-  fifo: FILE_TYPE.FIFO,
-  sock: FILE_TYPE.SOCK,
-};
 
