@@ -2,6 +2,7 @@ import { Args, Command, Flags } from '@oclif/core';
 import { reportError } from '../cli/errors.js';
 import { DEFAULT_RUNTIME_DIR, MECHANISM_REQUESTS, listMounts, mountImage, type MechanismRequest, type MountListing, type MountResult } from '../mount/index.js';
 import { InvalidMountOptionError } from '../mount/errors.js';
+import { listFuseMounts, mountFuse, type FuseMountRecord, type FuseMountResult } from '../fuse/client.js';
 
 export default class Mount extends Command {
   static override summary = 'Mount a metadata image read-only, sharing page cache with other images that hold the same files.';
@@ -11,6 +12,7 @@ export default class Mount extends Command {
     '<%= config.bin %> mount out/v1.erofs /mnt/v1 --store /var/lib/erofs-store --json',
     '<%= config.bin %> mount out/v1.erofs /mnt/v1 --no-share',
     '<%= config.bin %> mount --list',
+    '<%= config.bin %> mount --fuse out/v1.erofs /mnt/v1',
   ];
   static override enableJsonFlag = true;
   static override args = {
@@ -18,6 +20,11 @@ export default class Mount extends Command {
     mountpoint: Args.string({ description: 'existing directory to mount on', required: false }),
   };
   static override flags = {
+    fuse: Flags.boolean({
+      description: 'serve the image from the host\'s user-space FUSE daemon (no kernel EROFS needed); equal files across FUSE-mounted images share one page cache copy',
+      default: false,
+      exclusive: ['list', 'no-share'],
+    }),
     list: Flags.boolean({ description: 'show what erofs mount has mounted (and the shared object indexes)', default: false }),
     mechanism: Flags.string({ description: 'how to share page cache; a forced mechanism the kernel lacks is an error', options: [...MECHANISM_REQUESTS], default: 'auto' }),
     'no-share': Flags.boolean({ description: 'plain EROFS mount with the blobs as devices (no sharing, no probing)', default: false }),
@@ -25,15 +32,29 @@ export default class Mount extends Command {
     store: Flags.string({ description: 'store holding blobs/sha256/ and objects/ (default: the image\'s directory)' }),
   };
 
-  async run(): Promise<MountResult | MountListing> {
+  async run(): Promise<MountResult | MountListing | (MountListing & { fuse: FuseMountRecord[] }) | FuseMountResult> {
     const { args, flags } = await this.parse(Mount);
     try {
       if (flags.list) {
         const listing = await listMounts(flags['runtime-dir']);
-        if (!this.jsonEnabled()) this.printListing(listing);
-        return listing;
+        const fuse = await listFuseMounts(flags['runtime-dir']);
+        if (!this.jsonEnabled()) {
+          // "nothing mounted" would be wrong when only FUSE mounts exist.
+          if (fuse.length === 0 || listing.mounts.length > 0) this.printListing(listing);
+          for (const m of fuse) this.log(`${m.mountpoint}  fuse  ${m.metadataImage}`);
+        }
+        // Only present when something is FUSE-mounted, so the listing is unchanged for everyone else.
+        return fuse.length === 0 ? listing : { ...listing, fuse };
       }
       if (args.image === undefined || args.mountpoint === undefined) throw new InvalidMountOptionError('mount', 'IMAGE and MOUNTPOINT are required (or --list)');
+      if (flags.fuse) {
+        const served = await mountFuse(args.image, args.mountpoint, { runtimeDir: flags['runtime-dir'], store: flags.store });
+        if (!this.jsonEnabled()) {
+          this.log(`mounted ${served.metadataImage} on ${served.mountpoint} with fuse (daemon ${served.daemonPid}${served.reusedDaemon ? ', shared with other images' : ', started'})`);
+          for (const stale of served.cleanedUp) this.log(`  cleaned up ${stale} left by a dead daemon`);
+        }
+        return served;
+      }
       const result = await mountImage(args.image, args.mountpoint, {
         mechanism: flags.mechanism as MechanismRequest,
         noShare: flags['no-share'],
