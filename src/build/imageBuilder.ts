@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { ChunkIndex } from '../format/chunk.js';
-import { fileSizeClass, sharingEligibility } from '../format/eligibility.js';
+import { addToSharingClasses, sharingEligibility, type SharingClass } from '../format/eligibility.js';
 import type { ChunkStore } from '../store/store.js';
 import { BlobWriter } from './blob.js';
 import { Chunker, type ChunkDictionary, type ChunkSizePolicy, type ChunkStats, type ReadAt } from './chunker.js';
@@ -19,13 +19,7 @@ export interface ImageBuilderOptions {
 }
 
 /** Per size class: how many files and bytes can share page cache, and why the others cannot. */
-export interface EligibilityClass {
-  files: number;
-  bytes: number;
-  eligibleFiles: number;
-  eligibleBytes: number;
-  ineligible: Record<string, { files: number; bytes: number }>;
-}
+export type EligibilityClass = SharingClass;
 
 export interface ImageStats {
   chunks: ChunkStats & { dedupRatio: number };
@@ -235,24 +229,14 @@ function uniqueRegularNodes(root: DirNode): RegNode[] {
   return out;
 }
 
-function sharingReport(nodes: readonly RegNode[], objectVerdicts: ReadonlyMap<RegNode, string>): Record<string, EligibilityClass> {
-  const classes: Record<string, EligibilityClass> = {};
+function sharingReport(nodes: readonly RegNode[], objectVerdicts: ReadonlyMap<RegNode, string>): Record<string, SharingClass> {
+  const classes: Record<string, SharingClass> = {};
   for (const node of nodes) {
     const sizeBytes = node.data.kind === 'inline' ? node.data.bytes.length : node.data.sizeBytes;
     let verdict = sharingEligibility(node.data.kind === 'chunks' ? node.data.chunks : [{ deviceId: 0, blkaddr: 0 }], sizeBytes);
     const objectVerdict = objectVerdicts.get(node);
     if (verdict.eligible && objectVerdict !== undefined && objectVerdict !== 'object') verdict = { eligible: false, reason: 'not in the object index of its blob', deviceIds: [verdict.deviceId] };
-    const entry = (classes[fileSizeClass(sizeBytes)] ??= { files: 0, bytes: 0, eligibleFiles: 0, eligibleBytes: 0, ineligible: {} });
-    entry.files++;
-    entry.bytes += sizeBytes;
-    if (verdict.eligible) {
-      entry.eligibleFiles++;
-      entry.eligibleBytes += sizeBytes;
-    } else {
-      const reason = (entry.ineligible[verdict.reason] ??= { files: 0, bytes: 0 });
-      reason.files++;
-      reason.bytes += sizeBytes;
-    }
+    addToSharingClasses(classes, sizeBytes, verdict);
   }
   return classes;
 }

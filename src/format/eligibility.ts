@@ -24,3 +24,30 @@ export function fileSizeClass(sizeBytes: number): string {
   if (sizeBytes < 64 << 20) return '1 MiB to 64 MiB';
   return '64 MiB and more';
 }
+
+/** Per size class: how many files and bytes can share page cache, and why the others cannot. */
+export interface SharingClass {
+  files: number;
+  bytes: number;
+  eligibleFiles: number;
+  eligibleBytes: number;
+  ineligible: Record<string, { files: number; bytes: number }>;
+}
+
+/**
+ * Adds one distinct regular inode to per-size-class totals: the shape of the build report, and of
+ * `inspect`'s summary, which must agree with it.
+ */
+export function addToSharingClasses(classes: Record<string, SharingClass>, sizeBytes: number, verdict: { eligible: boolean; reason?: string }): void {
+  const entry = (classes[fileSizeClass(sizeBytes)] ??= { files: 0, bytes: 0, eligibleFiles: 0, eligibleBytes: 0, ineligible: {} });
+  entry.files++;
+  entry.bytes += sizeBytes;
+  if (verdict.eligible) {
+    entry.eligibleFiles++;
+    entry.eligibleBytes += sizeBytes;
+  } else {
+    const reason = (entry.ineligible[verdict.reason ?? 'unknown'] ??= { files: 0, bytes: 0 });
+    reason.files++;
+    reason.bytes += sizeBytes;
+  }
+}

@@ -1,5 +1,5 @@
 import { FINGERPRINT_XATTR_NAME, OVERLAY_REDIRECT_XATTR } from '../format/constants.js';
-import { fileSizeClass, sharingEligibility } from '../format/eligibility.js';
+import { sharingEligibility } from '../format/eligibility.js';
 import type { ChunkMapEntry, ErofsImage, ErofsStat } from './image.js';
 
 /**
@@ -34,25 +34,5 @@ export async function fileSharing(image: ErofsImage, nid: number, stat: ErofsSta
   return { eligible: true, object: redirect, ...where };
 }
 
-export interface SharingClass {
-  files: number;
-  bytes: number;
-  eligibleFiles: number;
-  eligibleBytes: number;
-  ineligible: Record<string, { files: number; bytes: number }>;
-}
-
-/** Adds one distinct regular inode to per-size-class totals (the build report's shape). */
-export function addToSharingClasses(classes: Record<string, SharingClass>, sizeBytes: number, sharing: FileSharing): void {
-  const entry = (classes[fileSizeClass(sizeBytes)] ??= { files: 0, bytes: 0, eligibleFiles: 0, eligibleBytes: 0, ineligible: {} });
-  entry.files++;
-  entry.bytes += sizeBytes;
-  if (sharing.eligible) {
-    entry.eligibleFiles++;
-    entry.eligibleBytes += sizeBytes;
-  } else {
-    const reason = (entry.ineligible[sharing.reason ?? 'unknown'] ??= { files: 0, bytes: 0 });
-    reason.files++;
-    reason.bytes += sizeBytes;
-  }
-}
+export type { SharingClass } from '../format/eligibility.js';
+export { addToSharingClasses } from '../format/eligibility.js';
