@@ -22,6 +22,9 @@ else
   bash scripts/setup.sh
 fi
 
+# Architecture rules (no import cycles, folder boundaries) before any test runs.
+npx --no-install eslint src test
+
 node_args=()
 selectors=()
 for arg in "$@"; do
