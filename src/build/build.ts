@@ -213,9 +213,12 @@ async function finishImage(prepared: PreparedBuild, builder: ImageBuilder, root:
  */
 export async function buildImage(source: BuildSource, options: BuildOptions): Promise<BuildResult> {
   const prepared = await prepare(options);
-  const name = options.name ?? fileNameForTag(path.basename(path.resolve(source.path)));
+  return buildDirectory(prepared, source.path, options.name ?? fileNameForTag(path.basename(path.resolve(source.path))), options);
+}
+
+async function buildDirectory(prepared: PreparedBuild, sourcePath: string, name: string, options: BuildOptions): Promise<BuildResult> {
   const builder = new ImageBuilder(prepared.store, prepared.builderOptions);
-  const root = await builder.layer((storeFile) => readDirectoryTree(source.path, storeFile));
+  const root = await builder.layer((storeFile) => readDirectoryTree(sourcePath, storeFile));
   return finishImage(prepared, builder, root, name, options);
 }
 
@@ -268,7 +271,9 @@ export async function build(specs: readonly string[], options: BuildOptions): Pr
     });
     if (probed.kind === 'directory') {
       const name = uniqueName(options.name ?? fileNameForTag(path.basename(path.resolve(probed.path))));
-      images.push(await buildImage({ kind: 'directory', path: probed.path }, { ...options, name }));
+      // The same store instance for every source: its dictionary then knows the chunks each
+      // earlier source of this build stored.
+      images.push(await buildDirectory(prepared, probed.path, name, options));
       continue;
     }
     const source = await openImageSource(spec, options.platform === undefined ? {} : { platform: options.platform });

@@ -4,7 +4,8 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { buildImage, type BuildResult } from '../../src/build/build.js';
+import { build, buildImage, type BuildResult } from '../../src/build/build.js';
+import { makeTar, writeLayout } from '../oci/helpers.js';
 import { sharingEligibility } from '../../src/format/eligibility.js';
 import { ErofsImage } from '../../src/read/index.js';
 import { withKernelMount } from '../helpers/kernel.js';
@@ -143,5 +144,21 @@ test('builds are reproducible: the same source gives byte-identical metadata ima
     assert.deepEqual(one.blobDigests, two.blobDigests);
     // The UUID is derived from the content, not left zero.
     assert.notDeepEqual((await readFile(one.metadataImage)).subarray(1024 + 0x30, 1024 + 0x40), Buffer.alloc(16));
+  });
+});
+
+test('one build of a directory and then an image reuses the directory\'s chunks for the image', async () => {
+  await withTempDir(async (dir) => {
+    const content = randomBytes(2 * MiB + 5);
+    const src = join(dir, 'src');
+    await mkdir(src);
+    await writeFile(join(src, 'lib.so'), content);
+    const layout = join(dir, 'layout');
+    await writeLayout(layout, [{ tag: 'img', layers: [{ tar: makeTar([{ name: 'lib.so', data: content }]), compression: 'gzip' }] }]);
+    const report = await build([src, `${layout}:img`], { outputDir: join(dir, 'out') });
+    const [fromDir, fromImage] = report.images;
+    assert.equal(fromDir!.chunks.bytesWritten, content.length);
+    assert.equal(fromImage!.chunks.bytesWritten, 0, 'the image writes nothing the directory already stored');
+    assert.deepEqual(fromImage!.blobs, fromDir!.blobs);
   });
 });
