@@ -8,7 +8,7 @@ import type { ChunkSizePolicy, ChunkStats } from './chunker.js';
 import { InvalidOptionError } from './errors.js';
 import { ImageBuilder, type EligibilityClass, type ImageBuilderOptions } from './imageBuilder.js';
 import { readDirectoryTree } from './sources/directory.js';
-import { makeDir, type DirNode, type TreeNode } from './tree.js';
+import { makeDir, regularSizeBytes, type DirNode, type TreeNode } from './tree.js';
 import { LayerApplier } from './layers.js';
 import { sequentialReadAt } from './streamReader.js';
 import { InvalidImageSourceError, openImageSource, probeImageSource, readLayerEntries, type ImageInfo, type ImageSource, type Platform } from '../oci/index.js';
@@ -111,7 +111,7 @@ function countTree(root: DirNode): BuildCounts {
         break;
       case 'reg':
         counts.regularFiles++;
-        counts.regularBytes += node.data.kind === 'inline' ? node.data.bytes.length : node.data.sizeBytes;
+        counts.regularBytes += regularSizeBytes(node.data);
         break;
       case 'lnk':
         counts.symlinks++;

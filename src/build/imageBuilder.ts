@@ -7,7 +7,7 @@ import { Chunker, type ChunkDictionary, type ChunkSizePolicy, type ChunkStats, t
 import { FINGERPRINT_IMAGE_OPTIONS, fingerprintXattr } from './fingerprint.js';
 import { OVERLAY_METACOPY_XATTR, OVERLAY_REDIRECT_XATTR, buildObjectIndex, objectPath, type ObjectEntry } from './objectIndex.js';
 import { emitMetadataImage, planMetadataImage, setVolumeUuid, type MetadataImageOptions } from './metadata.js';
-import type { DirNode, RegNode, RegularData, TreeNode } from './tree.js';
+import { regularSizeBytes, type DirNode, type RegNode, type RegularData, type TreeNode } from './tree.js';
 
 export interface ImageBuilderOptions {
   blockSizeBits: number;
@@ -232,7 +232,7 @@ function uniqueRegularNodes(root: DirNode): RegNode[] {
 function sharingReport(nodes: readonly RegNode[], objectVerdicts: ReadonlyMap<RegNode, string>): Record<string, SharingClass> {
   const classes: Record<string, SharingClass> = {};
   for (const node of nodes) {
-    const sizeBytes = node.data.kind === 'inline' ? node.data.bytes.length : node.data.sizeBytes;
+    const sizeBytes = regularSizeBytes(node.data);
     let verdict = sharingEligibility(node.data.kind === 'chunks' ? node.data.chunks : [{ deviceId: 0, blkaddr: 0 }], sizeBytes);
     const objectVerdict = objectVerdicts.get(node);
     if (verdict.eligible && objectVerdict !== undefined && objectVerdict !== 'object') verdict = { eligible: false, reason: 'not in the object index of its blob', deviceIds: [verdict.deviceId] };

@@ -27,7 +27,7 @@ import {
   type XattrEntry,
   type XattrLongPrefix,
 } from '../format/xattr.js';
-import { nameBytes, type DirNode, type TreeNode } from './tree.js';
+import { nameBytes, regularSizeBytes, type DirNode, type TreeNode } from './tree.js';
 
 export interface BlobDevice {
   /** Device-table tag: the blob's sha256 hex digest by convention. */
@@ -290,7 +290,7 @@ function plannedSizeBytes(node: TreeNode, blockSizeBytes: number): number {
     case 'lnk':
       return node.target.length;
     case 'reg':
-      return node.data.kind === 'inline' ? node.data.bytes.length : node.data.sizeBytes;
+      return regularSizeBytes(node.data);
     default:
       return 0;
   }

@@ -27,8 +27,3 @@ export function sequentialReadAt(stream: Readable): ReadAt {
     return count;
   };
 }
-
-/** Reads and discards what is left of a stream (tar bodies must be consumed before the next entry). */
-export async function drain(stream: Readable): Promise<void> {
-  for await (const _ of stream) void _;
-}
