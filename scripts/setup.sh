@@ -21,6 +21,8 @@ declare -A PACKAGE_OF=(
   [python3]=python3
   # real OCI images for the tests are made and checked by tools that are not ours
   [skopeo]=skopeo [umoci]=umoci [rsync]=rsync [debootstrap]=debootstrap [dockerd]=docker.io [docker]=docker.io
+  # a loopback registry for the registry tests (the reference distribution server) and its bcrypt htpasswd files
+  [docker-registry]=docker-registry [htpasswd]=apache2-utils
   [mknod]=coreutils [truncate]=coreutils [sha256sum]=coreutils
   # node-gyp builds the native addons (fs-xattr, and zstd-napi when no prebuilt binary fits)
   [make]=make [g++]=g++

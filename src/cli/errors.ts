@@ -1,5 +1,6 @@
 import type { Command } from '@oclif/core';
 import { OCI_ERROR_CODES } from '../oci/errors.js';
+import { REGISTRY_ERROR_CODES } from '../oci/registry/errors.js';
 
 /** Error codes of our typed errors: these are the user's input or environment, not our bugs. */
 const EXPECTED_CODES = new Set([
@@ -48,7 +49,7 @@ export function reportError(command: Command, error: unknown): never {
   const message = err instanceof Error ? err.message : String(error);
   // Written directly: oclif's error printer wraps long lines, and one line is what scripts grep.
   const bin = command.config.bin;
-  if (code !== undefined && (EXPECTED_CODES.has(code) || OCI_ERROR_CODES.includes(code))) {
+  if (code !== undefined && (EXPECTED_CODES.has(code) || OCI_ERROR_CODES.includes(code) || REGISTRY_ERROR_CODES.includes(code))) {
     process.stderr.write(`${bin}: error: ${message.split('\n')[0]}\n`);
     command.exit(2);
   }

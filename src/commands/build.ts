@@ -3,14 +3,17 @@ import { BuildInterruptedError } from '../build/errors.js';
 import { build, DEFAULT_BLOCK_SIZE_BYTES, DEFAULT_CHUNK_SIZE_BYTES, type BuildReport, type BuildResult } from '../build/build.js';
 import { parseByteSize } from '../cli/sizes.js';
 import { reportError } from '../cli/errors.js';
+import { pushBuildResult, pushFlags, pushSummary } from '../cli/push.js';
+import type { PushResult } from '../oci/registry/index.js';
 
 export default class Build extends Command {
   static override summary = 'Convert container images or directories into EROFS metadata images plus chunk blobs.';
-  static override description = `SOURCE is a directory, an OCI image layout (DIR for every image in it, DIR:TAG for one), an OCI archive, a docker-save archive, or a single layer tarball (.tar, .tar.gz, .tar.zst). Layers are merged with OCI whiteout rules; each layer's new file data goes, in deduplicated chunks, into a blob of its own under STORE/blobs/sha256/; each image's metadata image OUTDIR/NAME.erofs references them through its device table. OUTDIR is also an OCI layout holding the results as images. Mount with the kernel as the printed command shows.`;
+  static override description = `SOURCE is a directory, an OCI image layout (DIR for every image in it, DIR:TAG for one), an OCI archive, a docker-save archive, a single layer tarball (.tar, .tar.gz, .tar.zst), or an image in a registry (docker://HOST[:PORT]/REPO[:TAG][@DIGEST], layers streamed into the conversion; credentials from the docker config file; plain HTTP for loopback hosts and those listed in EROFS_INSECURE_REGISTRIES). Layers are merged with OCI whiteout rules; each layer's new file data goes, in deduplicated chunks, into a blob of its own under STORE/blobs/sha256/; each image's metadata image OUTDIR/NAME.erofs references them through its device table. OUTDIR is also an OCI layout holding the results as images. Mount with the kernel as the printed command shows.`;
   static override examples = [
     '<%= config.bin %> build ./rootfs -o out',
     '<%= config.bin %> build ./oci-layout:v1 -o out --chunk-size 4M --json',
     '<%= config.bin %> build base.tar derived.tar -o out --store /var/lib/erofs-store',
+    '<%= config.bin %> build docker://registry.example.com/app:1.0 -o out --push docker://registry.example.com/app-erofs:1.0',
   ];
   static override enableJsonFlag = true;
   static override strict = false;
@@ -33,9 +36,10 @@ export default class Build extends Command {
       allowNo: true,
     }),
     'block-size': Flags.string({ description: 'filesystem block size (4096 = page size, needed for page cache sharing)', default: String(DEFAULT_BLOCK_SIZE_BYTES) }),
+    ...pushFlags,
   };
 
-  async run(): Promise<BuildReport & Partial<BuildResult>> {
+  async run(): Promise<BuildReport & Partial<BuildResult> & { push?: PushResult }> {
     const { argv, flags } = await this.parse(Build);
     const interactive = !this.jsonEnabled() && process.stderr.isTTY === true;
     // ora is loaded only for a terminal: it costs startup time that scripts need not pay.
@@ -65,8 +69,11 @@ export default class Build extends Command {
         for (const note of report.notes) this.log(`note: ${note}`);
         for (const image of report.images) this.printReport(image);
       }
+      const push = await pushBuildResult(flags, argv as string[], flags.output, report.images.map((image) => image.name), abort.signal);
+      if (push !== undefined && !this.jsonEnabled()) this.log(pushSummary(push));
       // With one image, its fields also stand at the top level (what scripts of a directory build read).
-      return report.images.length === 1 ? { ...report.images[0]!, ...report } : report;
+      const result = report.images.length === 1 ? { ...report.images[0]!, ...report } : report;
+      return push === undefined ? result : { ...result, push };
     } catch (error) {
       spinner?.fail('Build failed');
       return reportError(this, error);

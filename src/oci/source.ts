@@ -12,6 +12,9 @@ import { openLayerStream, type LayerLocation } from './layerStream.js';
 import { ociLayerMediaType, sniffCompression, type Compression } from './mediaTypes.js';
 import { TAR_BLOCK_BYTES, decodeTarHeader } from './tarHeader.js';
 import { TarIndex, normalizeArchivePath, scanTarFile } from './tarIndex.js';
+import type { RegistryClientOptions } from './registry/client.js';
+import { isRegistrySpec, parseReference } from './registry/reference.js';
+import { openRegistryFiles } from './registry/source.js';
 import type { ImageSource, ImageSourceKind, LayerDescriptor, Platform } from './types.js';
 
 /**
@@ -23,6 +26,8 @@ export const DEFAULT_PLATFORM: Platform = { os: 'linux', architecture: 'amd64' }
 export interface OpenImageSourceOptions {
   /** The platform to pick from multi-platform indexes, or 'all' for every one (default {@link DEFAULT_PLATFORM}). */
   platform?: Platform | 'all';
+  /** For `docker://` sources: credentials file, plain-HTTP rule, abort signal. */
+  registry?: RegistryClientOptions;
 }
 
 /** What a spec names, before reading any image: also tells plain directories (another source) apart. */
@@ -100,6 +105,8 @@ const ARCHIVE_MARKERS = new Set(['oci-layout', 'index.json', 'manifest.json', 'r
  * a tar holding those (an OCI or docker archive), or a lone layer (a tar, or gzip/zstd of one).
  */
 export async function probeImageSource(spec: string): Promise<ProbedSource> {
+  // A registry reference is recognized by its scheme alone (checked, not fetched, here).
+  if (isRegistrySpec(spec)) return { kind: 'registry', path: parseReference(spec).text };
   const { path, tag } = await splitSpec(spec);
   const withTag = (probed: ProbedSource): ProbedSource => (tag === undefined ? probed : { ...probed, tag });
   const stats = await stat(path);
@@ -165,7 +172,8 @@ function layerTarballName(path: string): string {
  * Opens an image source: an OCI image layout directory (`DIR`: every image in index.json,
  * `DIR:TAG`: the one(s) tagged TAG), an OCI archive (a tar of a layout, read in place), a `docker
  * save` archive (old and Docker 25+ formats, plain or compressed layers), or a lone layer tarball
- * (`.tar`, `.tar.gz`, `.tar.zst`; one layer, no config, nothing to verify). Detected by content.
+ * (`.tar`, `.tar.gz`, `.tar.zst`; one layer, no config, nothing to verify). Detected by content;
+ * `docker://HOST/REPO:TAG` is an image in a registry, its layers streamed into the conversion.
  *
  * An index listing several platforms of one image yields the one for `options.platform` (default
  * {@link DEFAULT_PLATFORM}); the choice is recorded in `notes`. Every manifest and config is read and
@@ -175,6 +183,14 @@ export async function openImageSource(spec: string, options: OpenImageSourceOpti
   const probed = await probeImageSource(spec);
   const notes: string[] = [];
   const select = { platform: options.platform ?? DEFAULT_PLATFORM, notes, ...(probed.tag === undefined ? {} : { tag: probed.tag }) };
+  if (probed.kind === 'registry') {
+    // The registry's repository read as a layout: the same platform choice and checks, layers
+    // streamed from the registry into the same verification.
+    const { files, name } = await openRegistryFiles(spec, options.registry);
+    const images = await readOciLayout(files, { ...select, tag: name });
+    if (images.length === 0) throw new InvalidImageSourceError(files.location, 'holds no container image');
+    return makeSource(spec, 'registry', files.location, images, notes);
+  }
   const path = resolve(probed.path);
   let resolved: ResolvedImage[];
   let kind: ImageSourceKind;

@@ -46,13 +46,13 @@ export interface ImageInfo {
   layers: LayerDescriptor[];
 }
 
-export type ImageSourceKind = 'oci-layout' | 'oci-archive' | 'docker-archive' | 'layer-tarball';
+export type ImageSourceKind = 'oci-layout' | 'oci-archive' | 'docker-archive' | 'layer-tarball' | 'registry';
 
 export interface ImageSource {
   /** The spec as given (`path` or `path:tag`). */
   spec: string;
   kind: ImageSourceKind;
-  /** The directory or file read. */
+  /** The directory or file read (for a registry, `HOST/REPO:TAG`). */
   path: string;
   images: ImageInfo[];
   /**
