@@ -1,0 +1,92 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, readFile, rmdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pushLayoutImages, type PushResult } from '../../src/oci/registry/index.js';
+import { run } from '../helpers/exec.js';
+import { realImages } from '../helpers/realImages.js';
+import { skopeoPush, withRegistry } from '../helpers/registry.js';
+import { withFaultProxy } from '../helpers/registryProxy.js';
+import { withTempDir } from '../helpers/tmp.js';
+import { snapshotTree, assertTreesEqual } from '../helpers/tree.js';
+import { CLI, assertMountMatchesTree } from './helpers.js';
+
+interface BuildJson {
+  metadataImage: string;
+  metadataImageBytes: number;
+  blobs: string[];
+  blobDigests: string[];
+  push: PushResult;
+}
+
+async function buildAndPush(args: string[]): Promise<BuildJson> {
+  const result = await run('node', [...CLI, 'build', ...args, '--json']);
+  assert.equal(result.code, 0, result.output);
+  return JSON.parse(result.stdout) as BuildJson;
+}
+
+const sizeOf = async (file: string) => (await stat(file)).size;
+
+test('push: a second push of a derived image uploads only its new blobs; pulled back, it mounts as the same tree', async (t) => {
+  const real = await realImages();
+  await withTempDir(async (dir) => {
+    await withRegistry({}, async (registry) => {
+      await skopeoPush(real.gzipLayout, 'base', `${registry.host}/real/app:base`);
+      await skopeoPush(real.gzipLayout, 'v1', `${registry.host}/real/app:v1`);
+      // Pulls and pushes go through a proxy that counts the bytes of every blob upload.
+      await withFaultProxy(registry.host, {}, async (proxy) => {
+        const store = join(dir, 'store');
+        const base = await buildAndPush([`docker://${proxy.host}/real/app:base`, '-o', join(dir, 'base'), '--store', store, '--push', `docker://${proxy.host}/erofs/app:base`]);
+        const firstBytes = proxy.uploadedBytes();
+        assert.deepEqual(base.push.blobs.map((b) => b.action), ['uploaded', 'uploaded', 'uploaded'], 'config, metadata image, blob');
+        assert.equal(base.push.uploadedBytes, firstBytes, 'the push counts what went over the wire');
+        assert.equal(firstBytes, base.push.blobs.reduce((sum, b) => sum + b.sizeBytes, 0));
+
+        const v1 = await buildAndPush([`docker://${proxy.host}/real/app:v1`, '-o', join(dir, 'v1'), '--store', store, '--push', `docker://${proxy.host}/erofs/app:v1`]);
+        const secondBytes = proxy.uploadedBytes() - firstBytes;
+        // The base layer's blob is the same file (one store): the registry has it, it is not sent again.
+        assert.equal(v1.blobDigests[0], base.blobDigests[0]);
+        const byDigest = new Map(v1.push.blobs.map((b) => [b.digest, b]));
+        assert.equal(byDigest.get(v1.blobDigests[0]!)?.action, 'present');
+        const uploaded = v1.push.blobs.filter((b) => b.action === 'uploaded');
+        assert.equal(uploaded.length, 3, 'config, metadata image and the new layer\'s blob');
+        assert.equal(byDigest.get(v1.blobDigests[1]!)?.action, 'uploaded');
+        const expected = uploaded.reduce((sum, b) => sum + b.sizeBytes, 0);
+        assert.equal(secondBytes, expected);
+        assert.equal(expected, v1.push.uploadedBytes);
+        assert.equal(expected - v1.metadataImageBytes - (await sizeOf(v1.blobs[1]!)) < 4096, true, 'beyond the new blob and metadata image only the config');
+        assert.ok(secondBytes + (await sizeOf(v1.blobs[0]!)) <= firstBytes + (await sizeOf(v1.blobs[1]!)) + v1.metadataImageBytes + 4096);
+        t.diagnostic(`first push ${firstBytes} bytes; second push ${secondBytes} bytes (base blob of ${await sizeOf(v1.blobs[0]!)} bytes skipped)`);
+
+        // Another repository of the same registry: every blob mounted from erofs/app, nothing sent.
+        const before = proxy.uploadedBytes();
+        const copy = await pushLayoutImages(join(dir, 'v1'), ['app_v1'], `docker://${proxy.host}/erofs/copy:v1`, { mountFrom: ['erofs/app'] });
+        assert.deepEqual(copy.blobs.map((b) => b.action), ['mounted', 'mounted', 'mounted', 'mounted']);
+        assert.equal(proxy.uploadedBytes() - before, 0);
+        assert.equal(copy.manifestDigest, v1.push.manifestDigest);
+      });
+
+      // Pulled back (straight from the registry): the same metadata image, mounted it is the image's tree.
+      const pulledDir = join(dir, 'pulled');
+      const pulled = await run('node', [...CLI, 'pull', `docker://${registry.host}/erofs/app:v1`, '-o', pulledDir, '--json']);
+      assert.equal(pulled.code, 0, pulled.output);
+      const artifact = JSON.parse(pulled.stdout) as { metadataImage: string; blobs: string[] };
+      assert.equal(artifact.metadataImage, join(pulledDir, 'app_v1.erofs'));
+      assert.ok((await readFile(artifact.metadataImage)).equals(await readFile(join(dir, 'v1', 'app_v1.erofs'))));
+      const kernelTree = await assertMountMatchesTree(artifact.metadataImage, artifact.blobs, real.v1Tree);
+      // erofs mount finds the pulled blobs by their tags next to the image.
+      const mountpoint = join(dir, 'mnt');
+      const runtime = join(dir, 'runtime');
+      await mkdir(mountpoint);
+      const mounted = await run('node', [...CLI, 'mount', artifact.metadataImage, mountpoint, '--no-share', '--runtime-dir', runtime]);
+      assert.equal(mounted.code, 0, mounted.output);
+      try {
+        assertTreesEqual(kernelTree, await snapshotTree(mountpoint));
+      } finally {
+        const unmounted = await run('node', [...CLI, 'umount', mountpoint, '--runtime-dir', runtime]);
+        assert.equal(unmounted.code, 0, unmounted.output);
+        await rmdir(mountpoint);
+      }
+    });
+  });
+});
