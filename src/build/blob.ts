@@ -1,8 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fsync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
-import { ThreadedSha256 } from './digestWorker.js';
+import { promisify } from 'node:util';
+import type { HashWorker } from './hashWorker.js';
 import path from 'node:path';
+
+const fsyncAsync = promisify(fsync);
 
 /**
  * A blob device being written: block-aligned chunks appended to a temporary file, which becomes
@@ -15,10 +18,14 @@ import path from 'node:path';
  */
 export class BlobWriter {
   private endBytes = 0;
-  private sha256: ThreadedSha256 | null = new ThreadedSha256();
+  /** False once a chunk fed to the blob digest was taken back: the digest is then read from the file. */
+  private digestValid = true;
   private closed = false;
+  private persisting: Promise<void> | undefined;
 
   private constructor(
+    /** Computes the blob digest from what `updateDigest` and the chunker feed it. */
+    private readonly hashes: HashWorker,
     private readonly fd: number,
     readonly tempPath: string,
     readonly blobsDir: string,
@@ -26,12 +33,12 @@ export class BlobWriter {
   ) {}
 
   /** Opens a temporary blob inside `<storeDir>/blobs/sha256`. */
-  static async create(storeDir: string, blockSizeBytes: number): Promise<BlobWriter> {
+  static async create(storeDir: string, blockSizeBytes: number, hashes: HashWorker): Promise<BlobWriter> {
     const blobsDir = path.join(storeDir, 'blobs', 'sha256');
     await mkdir(blobsDir, { recursive: true });
     const tempPath = path.join(blobsDir, `.tmp-blob-${process.pid}-${randomBytes(6).toString('hex')}`);
     const fd = openSync(tempPath, 'wx+');
-    return new BlobWriter(fd, tempPath, blobsDir, blockSizeBytes);
+    return new BlobWriter(hashes, fd, tempPath, blobsDir, blockSizeBytes);
   }
 
   /** Next free block, where the next chunk starts. */
@@ -60,21 +67,15 @@ export class BlobWriter {
     if (padded > dataBytes) {
       const zeros = Buffer.alloc(padded - dataBytes);
       await this.writeAt(zeros, this.endBytes + dataBytes);
-      await this.sha256?.update(zeros);
+      await this.hashes.update(zeros, true, false);
     }
     this.endBytes += padded;
     return blkaddr;
   }
 
-  /** Feeds chunk bytes being written at the end to the blob digest, in order. */
-  async updateDigest(bytes: Uint8Array): Promise<void> {
-    await this.sha256?.update(bytes);
-  }
-
   /** A tentatively written chunk was dropped after some of it reached the digest: recompute at the end. */
   invalidateDigest(): void {
-    void this.sha256?.dispose();
-    this.sha256 = null;
+    this.digestValid = false;
   }
 
   /** Size written so far, in blocks. */
@@ -82,12 +83,17 @@ export class BlobWriter {
     return this.endBytes / this.blockSizeBytes;
   }
 
-  /** Truncates to the committed end, fsyncs, names the blob by its sha256 and returns it. */
-  async finish(): Promise<{ path: string; digest: string; sizeBytes: number; blocks: number }> {
+  /**
+   * Truncates to the committed end and computes the blob's sha256; then, in the background, fsyncs
+   * it and renames it to its digest (`persisted`). The caller goes on with other work meanwhile
+   * (the fsync of a large blob takes hundreds of milliseconds of waiting on the disk) and awaits
+   * `persisted` before anything refers to the blob by name; until then `abort` still removes it.
+   */
+  async finish(): Promise<{ path: string; digest: string; sizeBytes: number; blocks: number; persisted: Promise<void> }> {
     ftruncateSync(this.fd, this.endBytes);
     let digest: string;
-    if (this.sha256 !== null) {
-      digest = await this.sha256.digestHex();
+    if (this.digestValid) {
+      digest = await this.hashes.blobDigestHex();
     } else {
       const hash = createHash('sha256');
       const buffer = Buffer.allocUnsafe(1 << 20);
@@ -99,18 +105,21 @@ export class BlobWriter {
       }
       digest = hash.digest('hex');
     }
-    fsyncSync(this.fd);
-    closeSync(this.fd);
-    this.closed = true;
     const finalPath = path.join(this.blobsDir, digest);
-    await rename(this.tempPath, finalPath);
-    return { path: finalPath, digest, sizeBytes: this.endBytes, blocks: this.lengthBlocks };
+    const persisted = (async () => {
+      await fsyncAsync(this.fd);
+      this.closed = true;
+      closeSync(this.fd);
+      await rename(this.tempPath, finalPath);
+    })();
+    this.persisting = persisted;
+    return { path: finalPath, digest, sizeBytes: this.endBytes, blocks: this.lengthBlocks, persisted };
   }
 
   /** Drops the temporary file (a failed build leaves nothing behind). */
   async abort(): Promise<void> {
-    await this.sha256?.dispose();
-    this.sha256 = null;
+    // A background fsync still holds the descriptor: let it end before closing and removing.
+    await this.persisting?.catch(() => {});
     if (!this.closed) {
       this.closed = true;
       try {

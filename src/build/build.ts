@@ -10,7 +10,6 @@ import { ImageBuilder, type EligibilityClass, type ImageBuilderOptions } from '.
 import { readDirectoryTree } from './sources/directory.js';
 import { makeDir, regularSizeBytes, type DirNode, type TreeNode } from './tree.js';
 import { LayerApplier } from './layers.js';
-import { sequentialReadAt } from './streamReader.js';
 import { InvalidImageSourceError, openImageSource, probeImageSource, readLayerEntries, type ImageInfo, type ImageSource, type Platform } from '../oci/index.js';
 
 export const DEFAULT_CHUNK_SIZE_BYTES = 1 << 20;
@@ -216,28 +215,41 @@ export async function buildImage(source: BuildSource, options: BuildOptions): Pr
   return buildDirectory(prepared, source.path, options.name ?? fileNameForTag(path.basename(path.resolve(source.path))), options);
 }
 
-async function buildDirectory(prepared: PreparedBuild, sourcePath: string, name: string, options: BuildOptions): Promise<BuildResult> {
+/** Runs one image's build; on failure, lets blobs still being made durable settle before it returns. */
+async function withBuilder(prepared: PreparedBuild, run: (builder: ImageBuilder) => Promise<BuildResult>): Promise<BuildResult> {
   const builder = new ImageBuilder(prepared.store, prepared.builderOptions);
-  const root = await builder.layer((storeFile) => readDirectoryTree(sourcePath, storeFile));
-  return finishImage(prepared, builder, root, name, options);
+  try {
+    return await run(builder);
+  } catch (error) {
+    await builder.settle();
+    throw error;
+  }
+}
+
+async function buildDirectory(prepared: PreparedBuild, sourcePath: string, name: string, options: BuildOptions): Promise<BuildResult> {
+  return withBuilder(prepared, async (builder) => {
+    const root = await builder.layer((storeFile) => readDirectoryTree(sourcePath, storeFile));
+    return finishImage(prepared, builder, root, name, options);
+  });
 }
 
 /** One merged tree from an image's layers, each layer's new data in its own blob. */
 async function buildOciImage(prepared: PreparedBuild, source: ImageSource, image: ImageInfo, name: string, options: BuildOptions): Promise<BuildResult> {
-  const builder = new ImageBuilder(prepared.store, prepared.builderOptions);
-  const root = makeDir({ mtimeSec: 0n });
-  const applier = new LayerApplier(root);
-  for (const layer of image.layers) {
-    await builder.layer(async (storeFile) => {
-      applier.beginLayer(layer.label);
-      const tar = await source.openLayer(layer);
-      for await (const entry of readLayerEntries(tar, layer.label)) {
-        options.signal?.throwIfAborted();
-        await applier.apply(entry, (e) => storeFile(`${layer.label}: ${e.path}`, sequentialReadAt(e.body), e.sizeBytes));
-      }
-    });
-  }
-  return finishImage(prepared, builder, root, name, options, image.config as Record<string, unknown> | undefined);
+  return withBuilder(prepared, async (builder) => {
+    const root = makeDir({ mtimeSec: 0n });
+    const applier = new LayerApplier(root);
+    for (const layer of image.layers) {
+      await builder.layer(async (storeFile) => {
+        applier.beginLayer(layer.label);
+        const tar = await source.openLayer(layer);
+        for await (const entry of readLayerEntries(tar, layer.label)) {
+          options.signal?.throwIfAborted();
+          await applier.apply(entry, (e) => storeFile(`${layer.label}: ${e.path}`, (buffer, offset, length) => entry.body.read(buffer, offset, length), e.sizeBytes));
+        }
+      });
+    }
+    return finishImage(prepared, builder, root, name, options, image.config as Record<string, unknown> | undefined);
+  });
 }
 
 export interface BuildReport {

@@ -1,7 +1,7 @@
 import { Blake3Hasher, blake3 } from '@napi-rs/blake-hash';
-import { createHash, type Hash } from 'node:crypto';
 import type { ChunkIndex } from '../format/chunk.js';
 import type { BlobWriter } from './blob.js';
+import type { HashWorker } from './hashWorker.js';
 import type { RegularData } from './tree.js';
 
 /** Chunk digest (BLAKE3 and length) to where that chunk is already stored. */
@@ -70,6 +70,8 @@ export class Chunker {
 
   constructor(
     private readonly blob: BlobWriter,
+    /** Takes every byte of every file (content digests) and of the blob (its digest). */
+    private readonly hashes: HashWorker,
     private readonly deviceId: number,
     private readonly dictionary: ChunkDictionary = new Map(),
     private readonly policy: ChunkSizePolicy = 'fixed',
@@ -78,24 +80,25 @@ export class Chunker {
   }
 
   /**
-   * Chunks one file. With `withContentSha256`, also returns the SHA-256 of the whole content (the
-   * page cache sharing fingerprint), computed in the same pass over the bytes.
+   * Chunks one file. Also gives the SHA-256 of its content (the page cache sharing fingerprint and
+   * object name), computed from the same pass over the bytes on the hash worker: it resolves later.
+   * Empty files have none.
    */
-  async chunkFile(sourcePath: string, readAt: ReadAt, sizeBytes: number, chunkBits: number, withContentSha256 = false): Promise<{ data: RegularData; contentSha256?: Buffer }> {
+  async chunkFile(sourcePath: string, readAt: ReadAt, sizeBytes: number, chunkBits: number): Promise<{ data: RegularData; contentSha256?: Promise<Buffer> }> {
     const chunkSizeBytes = 2 ** chunkBits;
     const chunks: ChunkIndex[] = [];
-    const content = withContentSha256 ? createHash('sha256') : undefined;
     const firstNewBlkaddr = this.blob.nextBlkaddr;
     const writtenBefore = this.stats.chunksWritten;
     for (let offset = 0; offset < sizeBytes; offset += chunkSizeBytes) {
       const lengthBytes = Math.min(chunkSizeBytes, sizeBytes - offset);
       chunks.push(
         lengthBytes <= WHOLE_CHUNK_LIMIT_BYTES
-          ? await this.wholeChunk(sourcePath, readAt, offset, lengthBytes, content)
-          : await this.streamedChunk(sourcePath, readAt, offset, lengthBytes, content),
+          ? await this.wholeChunk(sourcePath, readAt, offset, lengthBytes)
+          : await this.streamedChunk(sourcePath, readAt, offset, lengthBytes),
       );
     }
-    const contentSha256 = content?.digest();
+    // Empty files get no content digest (no fingerprint, as mkfs.erofs), so none is ended.
+    const contentSha256 = sizeBytes > 0 ? this.hashes.endFile() : undefined;
     // Every chunk new (none reused, no hole): the chunks sit back to back in the blob, each full one
     // a whole number of blocks, so one chunk from the first block maps the same bytes.
     const allNew = chunks.length > 0 && this.stats.chunksWritten - writtenBefore === chunks.length;
@@ -117,17 +120,18 @@ export class Chunker {
     }
   }
 
-  private async wholeChunk(sourcePath: string, readAt: ReadAt, offset: number, lengthBytes: number, content: Hash | undefined): Promise<ChunkIndex> {
+  private async wholeChunk(sourcePath: string, readAt: ReadAt, offset: number, lengthBytes: number): Promise<ChunkIndex> {
     const bytes = this.buffer.subarray(0, lengthBytes);
     await this.readFully(sourcePath, readAt, bytes, offset, offset + lengthBytes);
-    content?.update(bytes);
     if (isAllZero(bytes)) {
+      await this.hashes.update(bytes, false, true);
       this.stats.holeChunks++;
       return { deviceId: 0, blkaddr: null };
     }
     const key = `${blake3(bytes).toString('hex')}:${lengthBytes}`;
     const known = this.dictionary.get(key);
     if (known !== undefined) {
+      await this.hashes.update(bytes, false, true);
       this.stats.chunksReused++;
       this.stats.bytesReused += lengthBytes;
       return known;
@@ -137,7 +141,8 @@ export class Chunker {
     const padded = this.buffer.subarray(0, paddedBytes).fill(0, lengthBytes);
     const start = this.blob.nextBlkaddr * this.blob.blockSizeBytes;
     await this.blob.writeAt(padded, start);
-    await this.blob.updateDigest(padded);
+    await this.hashes.update(bytes, true, true);
+    if (paddedBytes > lengthBytes) await this.hashes.update(padded.subarray(lengthBytes), true, false);
     const index = { deviceId: this.deviceId, blkaddr: await this.blob.commitChunk(paddedBytes) };
     this.dictionary.set(key, index);
     this.written.push({ key, blkaddr: index.blkaddr });
@@ -147,7 +152,7 @@ export class Chunker {
   }
 
   /** A chunk too large to hold: written tentatively while hashed, taken back if it was known. */
-  private async streamedChunk(sourcePath: string, readAt: ReadAt, offset: number, lengthBytes: number, content: Hash | undefined): Promise<ChunkIndex> {
+  private async streamedChunk(sourcePath: string, readAt: ReadAt, offset: number, lengthBytes: number): Promise<ChunkIndex> {
     const hasher = new Blake3Hasher();
     const start = this.blob.nextBlkaddr * this.blob.blockSizeBytes;
     let allZero = true;
@@ -155,10 +160,10 @@ export class Chunker {
       const piece = this.buffer.subarray(0, Math.min(WHOLE_CHUNK_LIMIT_BYTES, lengthBytes - done));
       await this.readFully(sourcePath, readAt, piece, offset + done, offset + lengthBytes);
       hasher.update(piece);
-      content?.update(piece);
       if (allZero && !isAllZero(piece)) allZero = false;
       await this.blob.writeAt(piece, start + done);
-      await this.blob.updateDigest(piece);
+      // Tentatively into the blob digest too: if the chunk is dropped, the blob digest is invalidated.
+      await this.hashes.update(piece, true, true);
       done += piece.length;
     }
     if (allZero) {

@@ -3,9 +3,10 @@ import type { ChunkIndex } from '../format/chunk.js';
 import { addToSharingClasses, sharingEligibility, type SharingClass } from '../format/eligibility.js';
 import type { ChunkStore } from '../store/store.js';
 import { BlobWriter } from './blob.js';
+import { HashWorker } from './hashWorker.js';
 import { Chunker, type ChunkDictionary, type ChunkSizePolicy, type ChunkStats, type ReadAt } from './chunker.js';
 import { FINGERPRINT_IMAGE_OPTIONS, fingerprintXattr } from './fingerprint.js';
-import { OVERLAY_METACOPY_XATTR, OVERLAY_REDIRECT_XATTR, buildObjectIndex, objectPath, type ObjectEntry } from './objectIndex.js';
+import { OVERLAY_METACOPY_XATTR, OVERLAY_REDIRECT_XATTR, buildObjectIndexOffThread, objectPath, type ObjectEntry } from './objectIndex.js';
 import { emitMetadataImage, planMetadataImage, setVolumeUuid, type MetadataImageOptions } from './metadata.js';
 import { regularSizeBytes, type DirNode, type RegNode, type RegularData, type TreeNode } from './tree.js';
 
@@ -33,6 +34,8 @@ interface BlobSlot {
   digest?: string;
   /** Written by this build (a layer's new blob), not found in the store. */
   fresh: boolean;
+  /** Size of a blob this build wrote (store blobs are measured on disk). */
+  blocks?: number;
 }
 
 /** What the sink of one layer gives back for each regular file. */
@@ -57,6 +60,8 @@ export class ImageBuilder {
   private readonly contentOf = new WeakMap<RegularData, string>();
   /** Object digests of the blobs this build wrote (store blobs' lists are read at finish). */
   private readonly objectsOfDigest = new Map<string, Set<string>>();
+  /** Blobs being made durable in the background, with their chunk lists and object indexes. */
+  private readonly persisting: Promise<void>[] = [];
 
   constructor(
     private readonly store: ChunkStore,
@@ -79,7 +84,11 @@ export class ImageBuilder {
    * written. On failure the partial blob is removed.
    */
   async layer<T>(fill: (store: (sourcePath: string, readAt: ReadAt, sizeBytes: number) => Promise<StoredFile>) => Promise<T>): Promise<T> {
-    const writer = await BlobWriter.create(this.store.dir, 2 ** this.options.blockSizeBits);
+    const hashes = new HashWorker();
+    const writer = await BlobWriter.create(this.store.dir, 2 ** this.options.blockSizeBits, hashes).catch(async (error: unknown) => {
+      await hashes.dispose();
+      throw error;
+    });
     const slot: BlobSlot = { fresh: true };
     this.slots.push(slot);
     const currentSlot = this.slots.length;
@@ -93,24 +102,29 @@ export class ImageBuilder {
       },
       set: (key, index) => void local.set(key, index),
     };
-    const chunker = new Chunker(writer, currentSlot, dictionary, this.options.policy);
+    const chunker = new Chunker(writer, hashes, currentSlot, dictionary, this.options.policy);
     const layerFiles: RegularData[] = [];
     try {
       const result = await fill(async (sourcePath, readAt, sizeBytes) => {
         this.options.signal?.throwIfAborted();
-        const { data, contentSha256 } = await chunker.chunkFile(sourcePath, readAt, sizeBytes, this.options.chunkBits, sizeBytes > 0);
+        const { data, contentSha256 } = await chunker.chunkFile(sourcePath, readAt, sizeBytes, this.options.chunkBits);
         this.files++;
         this.bytes += sizeBytes;
         this.options.onProgress?.({ files: this.files, bytes: this.bytes });
-        if (contentSha256 === undefined) return { data, xattrs: [] };
-        this.contentOf.set(data, contentSha256.toString('hex'));
-        layerFiles.push(data);
-        return { data, xattrs: this.options.fingerprints ? [fingerprintXattr(contentSha256)] : [] };
+        if (contentSha256 !== undefined) {
+          // A worker failure reaches us through drain() below; here only the value matters.
+          contentSha256.then((digest) => this.contentOf.set(data, digest.toString('hex')), () => {});
+          layerFiles.push(data);
+        }
+        // Fingerprints are added by finish(), when every content digest is in.
+        return { data, xattrs: [] };
       });
       this.options.signal?.throwIfAborted();
+      await hashes.drain();
       if (writer.lengthBlocks > 0) {
         const blob = await writer.finish();
         slot.digest = blob.digest;
+        slot.blocks = blob.blocks;
         if (!this.slotOfDigest.has(blob.digest)) this.slotOfDigest.set(blob.digest, currentSlot);
         // Objects of this blob: this layer's files whose data lies wholly in it.
         const objects = new Map<string, ObjectEntry>();
@@ -122,9 +136,26 @@ export class ImageBuilder {
           objects.set(hex, { contentSha256Hex: hex, sizeBytes: data.sizeBytes, chunkBits: data.chunkBits, chunks: data.chunks.map((c) => (c.blkaddr === null ? c : { deviceId: 1, blkaddr: c.blkaddr })) });
         }
         const digests = [...objects.keys()].sort();
-        await this.store.addObjectIndex(blob.digest, buildObjectIndex(blob.digest, blob.blocks, [...objects.values()], this.options.blockSizeBits), digests);
+        const objectIndex = buildObjectIndexOffThread({ blobDigest: blob.digest, blobBlocks: blob.blocks, objects: [...objects.values()], blockSizeBits: this.options.blockSizeBits });
+        // Awaited below (or by settle()); a rejection must not count as unhandled before then.
+        objectIndex.catch(() => {});
         this.objectsOfDigest.set(blob.digest, new Set(digests));
-        await this.store.addBlobChunks(blob.digest, chunker.written);
+        // Later layers deduplicate against this blob at once; its files reach the store in the
+        // background (blob fsync and rename first, then what names it), awaited by finish().
+        this.store.rememberBlobChunks(blob.digest, chunker.written);
+        const written = chunker.written;
+        this.persisting.push(
+          (async () => {
+            try {
+              await blob.persisted;
+            } catch (error) {
+              await writer.abort();
+              throw error;
+            }
+            await this.store.addObjectIndex(blob.digest, await objectIndex, digests);
+            await this.store.addBlobChunks(blob.digest, written);
+          })(),
+        );
       } else {
         await writer.abort();
       }
@@ -133,6 +164,8 @@ export class ImageBuilder {
     } catch (error) {
       await writer.abort();
       throw error;
+    } finally {
+      await hashes.dispose();
     }
   }
 
@@ -166,9 +199,26 @@ export class ImageBuilder {
     return verdicts;
   }
 
+  /**
+   * Waits until every blob this build wrote is in the store under its name with its chunk list and
+   * object index. `rethrow` false (a build that failed anyway): waits without raising, so nothing
+   * is still being written when the caller cleans up.
+   */
+  async settle(rethrow = false): Promise<void> {
+    const results = await Promise.allSettled(this.persisting.splice(0));
+    const failed = results.find((result) => result.status === 'rejected');
+    if (rethrow && failed !== undefined) throw (failed as PromiseRejectedResult).reason;
+  }
+
   /** Plans and emits the metadata image of `root`; returns it with its blobs in device order. */
   async finish(root: DirNode): Promise<{ image: Buffer; blobDigests: string[]; stats: ImageStats }> {
     const regularNodes = uniqueRegularNodes(root);
+    if (this.options.fingerprints) {
+      for (const node of regularNodes) {
+        const hex = node.data.kind === 'chunks' ? this.contentOf.get(node.data) : undefined;
+        if (hex !== undefined) node.xattrs.set(...fingerprintXattr(Buffer.from(hex, 'hex')));
+      }
+    }
     const objectVerdicts = await this.markObjects(regularNodes);
     // Renumber provisional slots to device ids 1..n over the slots actually used: blobs that were
     // already in the store first (lower layers, base images), then this build's, each in the order met.
@@ -189,7 +239,8 @@ export class ImageBuilder {
       if (node.data.chunks.length === 1) singleChunkFiles++;
     }
     const blockSizeBits = this.options.blockSizeBits;
-    const blocksOf = (digest: string) => this.store.blobBlocks(digest, blockSizeBits);
+    const fresh = new Map(this.slots.filter((slot) => slot.blocks !== undefined).map((slot) => [slot.digest, slot.blocks!]));
+    const blocksOf = (digest: string) => fresh.get(digest) ?? this.store.blobBlocks(digest, blockSizeBits);
     const base: MetadataImageOptions = {
       ...(this.options.fingerprints ? FINGERPRINT_IMAGE_OPTIONS : {}),
       blockSizeBits,
@@ -202,6 +253,7 @@ export class ImageBuilder {
     uuid[6] = (uuid[6]! & 0x0f) | 0x50;
     uuid[8] = (uuid[8]! & 0x3f) | 0x80;
     setVolumeUuid(image, uuid, blockSizeBits);
+    await this.settle(true);
     const stored = this.stats.bytesWritten;
     return {
       image,

@@ -1,4 +1,3 @@
-import type { Readable } from 'node:stream';
 import { nameKey, type DirNode, type NodeAttrs, type RegularData, type TreeNode } from './tree.js';
 
 /** One entry of a layer tar, normalized (what src/oci yields). Paths are '/'-separated, relative. */
@@ -20,7 +19,8 @@ export interface LayerEntry {
   devMinor?: number;
   xattrs: Map<string, Buffer>;
   sizeBytes: number;
-  body?: Readable;
+  /** The data, read by the `regularData` callback of `apply` (layers.ts does not look at it). */
+  body?: unknown;
 }
 
 export class LayerApplyError extends Error {

@@ -1,3 +1,4 @@
+import { Worker } from 'node:worker_threads';
 import type { ChunkIndex } from '../format/chunk.js';
 import { writeMetadataImage } from './metadata.js';
 import { defaultAttrs, makeDir, nameKey, type DirNode } from './tree.js';
@@ -41,4 +42,25 @@ export function buildObjectIndex(blobDigest: string, blobBlocks: number, objects
     });
   }
   return writeMetadataImage(root, { blockSizeBits, devices: [{ tag: blobDigest, blocks: blobBlocks }], volumeName: 'erofs-objects', uuid: Buffer.from(blobDigest.slice(0, 32), 'hex') });
+}
+
+export interface ObjectIndexInput {
+  blobDigest: string;
+  blobBlocks: number;
+  objects: readonly ObjectEntry[];
+  blockSizeBits: number;
+}
+
+/**
+ * {@link buildObjectIndex} on a worker thread: a layer's object index lists most of its files, and
+ * planning it costs as much as the image's own metadata, which the main thread plans meanwhile.
+ */
+export function buildObjectIndexOffThread(input: ObjectIndexInput): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(new URL('./objectIndexWorker.js', import.meta.url), { workerData: input });
+    let image: Buffer | undefined;
+    worker.once('message', (bytes: ArrayBuffer) => (image = Buffer.from(bytes)));
+    worker.once('error', reject);
+    worker.once('exit', (code) => (image !== undefined ? resolve(image) : reject(new Error(`object index worker exited with code ${code} without a result`))));
+  });
 }

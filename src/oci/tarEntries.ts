@@ -1,7 +1,6 @@
-import { Readable } from 'node:stream';
-import tarStream, { type Extract, type Header } from 'tar-stream';
-import { InvalidLayerError, isOciError, showName, TarFormatError } from './errors.js';
-import { decodePaxRecords, paddedBytes } from './tarHeader.js';
+import type { Readable } from 'node:stream';
+import { InvalidLayerError, showName, TarFormatError } from './errors.js';
+import { MAX_PAX_BYTES, TAR_BLOCK_BYTES, TYPEFLAG, decodePaxRecords, decodeTarHeader, isZeroBlock, paddingBytes, type TarHeader } from './tarHeader.js';
 
 export type LayerEntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'chr' | 'blk' | 'fifo';
 
@@ -45,12 +44,20 @@ export interface LayerEntry {
   /** Bytes of data the entry carries: the file size for files, 0 for everything else in practice. */
   sizeBytes: number;
   /**
-   * The entry's data. Consume it fully (or not at all) before asking the iterator for the next
-   * entry: the tar is one stream, so the next header comes after this body. A body not consumed (or
-   * destroyed early) when the iterator advances is drained and discarded. Chunks may be views into
-   * larger buffers: copy what you keep.
+   * The entry's data. Read it (or part of it, or nothing) before asking the iterator for the next
+   * entry: the tar is one stream, so the next header comes after this body. What is left unread
+   * when the iterator advances is skipped.
    */
-  body: Readable;
+  body: EntryBody;
+}
+
+/** An entry's data, read in order straight from the layer stream. */
+export interface EntryBody extends AsyncIterable<Buffer> {
+  /**
+   * Copies the next bytes of the body into `target` (at most `lengthBytes`) and returns how many:
+   * 0 only at the end of the body. A tar that ends inside the body rejects with InvalidLayerError.
+   */
+  read(target: Uint8Array, offsetInTarget: number, lengthBytes: number): Promise<number>;
 }
 
 export interface ReadLayerEntriesOptions {
@@ -107,77 +114,26 @@ function parsePaxId(text: string): number | undefined {
   return value <= 0xffffffff ? value : undefined;
 }
 
-/** tar-stream's header, with the internals we rely on (see {@link capturePax}). */
-interface StreamHeader extends Omit<Header, 'type'> {
-  /** null for typeflags tar-stream does not know (GNU sparse, volume labels...). */
-  type: Header['type'] | null;
-  /** Offset of the entry's data in the tar stream (set by tar-stream 3's extract). */
-  byteOffset?: number;
-  /** Our raw PAX records for this entry (local over global). */
-  rawPax?: Map<string, Buffer>;
-}
+const TYPE_OF_FLAG: Record<string, LayerEntryType> = {
+  [TYPEFLAG.file]: 'file',
+  [TYPEFLAG.oldFile]: 'file',
+  [TYPEFLAG.contiguous]: 'file',
+  [TYPEFLAG.dir]: 'dir',
+  [TYPEFLAG.symlink]: 'symlink',
+  [TYPEFLAG.hardlink]: 'hardlink',
+  [TYPEFLAG.chr]: 'chr',
+  [TYPEFLAG.blk]: 'blk',
+  [TYPEFLAG.fifo]: 'fifo',
+};
 
-interface ExtractInternals {
-  _decodeLongHeader(buf: Buffer): void;
-  _header: { type?: string | null } | null;
-}
-
-/**
- * tar-stream decodes PAX records as UTF-8 text and applies only path, linkpath and size, so binary
- * xattr values and non-UTF-8 names would be mangled. We wrap its (internal, tar-stream 3.x) long
- * header decoder to keep the raw records, and attach them to the next entry's header in an 'entry'
- * listener registered before the iterator's (both run synchronously on the same emit).
- */
-function capturePax(extract: Extract, layer: string): void {
-  const internals = extract as unknown as ExtractInternals;
-  if (typeof internals._decodeLongHeader !== 'function') {
-    throw new Error('tar-stream internals changed: _decodeLongHeader is gone (pinned to tar-stream 3.x); readLayerEntries needs updating');
-  }
-  const original = internals._decodeLongHeader;
-  let global = new Map<string, Buffer>();
-  let local: Map<string, Buffer> | undefined;
-  internals._decodeLongHeader = function (this: ExtractInternals, buf: Buffer): void {
-    const type = this._header?.type;
-    if (type === 'pax-header' || type === 'pax-global-header') {
-      let records: Map<string, Buffer>;
-      try {
-        records = decodePaxRecords(buf, 0);
-      } catch (error) {
-        throw new InvalidLayerError(layer, error instanceof TarFormatError ? error.problem : String(error));
-      }
-      if (type === 'pax-global-header') global = new Map([...global, ...records]);
-      else local = records;
-    }
-    original.call(this, buf);
-  };
-  extract.on('entry', (streamHeader) => {
-    const header = streamHeader as StreamHeader;
-    header.rawPax = local === undefined ? global : new Map([...global, ...local]);
-    local = undefined;
-  });
-}
-
-function entryType(type: StreamHeader['type']): LayerEntryType | undefined {
-  switch (type) {
-    case 'file':
-    case 'contiguous-file':
-      return 'file';
-    case 'directory':
-      return 'dir';
-    case 'symlink':
-      return 'symlink';
-    case 'link':
-      return 'hardlink';
-    case 'character-device':
-      return 'chr';
-    case 'block-device':
-      return 'blk';
-    case 'fifo':
-      return 'fifo';
-    default:
-      return undefined;
-  }
-}
+/** Names of the typeflags a layer may not use, for the message that refuses them. */
+const UNSUPPORTED_TYPE_NAMES: Record<string, string> = {
+  S: 'GNU sparse file',
+  V: 'GNU volume label',
+  M: 'GNU multi-volume continuation',
+  D: 'GNU dump directory',
+  N: 'old GNU long name',
+};
 
 const XATTR_PREFIXES = ['SCHILY.xattr.', 'LIBARCHIVE.xattr.'] as const;
 
@@ -198,151 +154,224 @@ function xattrsOf(records: Map<string, Buffer>): Map<string, Buffer> {
 
 type Built = Omit<LayerEntry, 'body'>;
 
-function buildEntry(header: StreamHeader, layer: string): Built {
-  const records = header.rawPax ?? new Map<string, Buffer>();
-  // tar-stream applied PAX path/linkpath as UTF-8 text; the raw bytes replace them.
-  const rawName = records.get('path')?.toString('latin1') ?? header.name;
+/** Things carried over from extended headers to the entry they precede. */
+interface Pending {
+  /** PAX records: the global ones merged with this entry's local ones (local wins). */
+  records: Map<string, Buffer>;
+  /** GNU long name / long link ('L', 'K'); PAX path/linkpath take precedence. */
+  longName?: string;
+  longLink?: string;
+}
+
+const NO_RECORDS: Map<string, Buffer> = new Map();
+
+function buildEntry(header: TarHeader, pending: Pending, layer: string): Built {
+  const records = pending.records;
+  const rawName = records.get('path')?.toString('latin1') ?? pending.longName ?? header.name;
   const fail = (problem: string): never => {
     throw new InvalidLayerError(layer, problem, showName(rawName));
   };
-  const type = entryType(header.type);
-  if (type === undefined) return fail(`unsupported entry type ${JSON.stringify(header.type ?? 'unknown')} (not a file, directory, link, device or fifo)`);
+  const flagType = TYPE_OF_FLAG[header.typeflag];
+  if (flagType === undefined) {
+    const known = UNSUPPORTED_TYPE_NAMES[header.typeflag];
+    return fail(`unsupported entry type ${JSON.stringify(header.typeflag)}${known === undefined ? '' : ` (${known})`}: not a file, directory, link, device or fifo`);
+  }
+  let type: LayerEntryType = flagType;
+  // Pre-POSIX (v7) tars mark directories only by the trailing '/' of a regular-file entry.
+  if (type === 'file' && header.format === 'v7' && rawName.endsWith('/')) type = 'dir';
   const normalized = normalizeEntryPath(rawName);
   if ('problem' in normalized) return fail(normalized.problem);
-  const path = normalized.path;
-  if (path === '' && type !== 'dir') fail('the layer root must be a directory');
+  const pathBytes = Buffer.from(normalized.path, 'latin1');
+  if (pathBytes.length === 0 && type !== 'dir') fail('the layer root must be a directory');
 
-  let uid = header.uid ?? 0;
-  let gid = header.gid ?? 0;
-  const paxUid = records.get('uid');
-  if (paxUid !== undefined) uid = parsePaxId(paxUid.toString('latin1')) ?? fail(`invalid PAX uid ${JSON.stringify(paxUid.toString('latin1'))}`);
-  const paxGid = records.get('gid');
-  if (paxGid !== undefined) gid = parsePaxId(paxGid.toString('latin1')) ?? fail(`invalid PAX gid ${JSON.stringify(paxGid.toString('latin1'))}`);
-
-  const headerMtimeMs = header.mtime?.getTime() ?? 0;
-  if (!Number.isFinite(headerMtimeMs)) fail('invalid mtime');
-  let mtimeSec = BigInt(Math.floor(headerMtimeMs / 1000));
+  let uid = header.uid;
+  let gid = header.gid;
+  let mtimeSec = BigInt(header.mtimeSec);
   let mtimeNsec = 0;
-  const paxMtime = records.get('mtime');
-  if (paxMtime !== undefined) {
-    const parsed = parsePaxTime(paxMtime.toString('latin1')) ?? fail(`invalid PAX mtime ${JSON.stringify(paxMtime.toString('latin1'))}`);
-    mtimeSec = parsed.sec;
-    mtimeNsec = parsed.nsec;
+  let sizeBytes = header.sizeBytes;
+  let uname = header.uname;
+  let gname = header.gname;
+  if (records.size > 0) {
+    const paxUid = records.get('uid');
+    if (paxUid !== undefined) uid = parsePaxId(paxUid.toString('latin1')) ?? fail(`invalid PAX uid ${JSON.stringify(paxUid.toString('latin1'))}`);
+    const paxGid = records.get('gid');
+    if (paxGid !== undefined) gid = parsePaxId(paxGid.toString('latin1')) ?? fail(`invalid PAX gid ${JSON.stringify(paxGid.toString('latin1'))}`);
+    const paxMtime = records.get('mtime');
+    if (paxMtime !== undefined) {
+      const parsed = parsePaxTime(paxMtime.toString('latin1')) ?? fail(`invalid PAX mtime ${JSON.stringify(paxMtime.toString('latin1'))}`);
+      mtimeSec = parsed.sec;
+      mtimeNsec = parsed.nsec;
+    }
+    const paxSize = records.get('size');
+    if (paxSize !== undefined) sizeBytes = parsePaxSize(paxSize.toString('latin1')) ?? fail(`invalid PAX size ${JSON.stringify(paxSize.toString('latin1'))}`);
+    uname = records.get('uname')?.toString('latin1') ?? uname;
+    gname = records.get('gname')?.toString('latin1') ?? gname;
   }
 
   const entry: Built = {
-    path,
-    pathBytes: Buffer.from(path, 'latin1'),
+    path: pathBytes.toString('utf8'),
+    pathBytes,
     type,
-    mode: (header.mode ?? 0) & 0o7777,
+    mode: header.mode & 0o7777,
     uid,
     gid,
-    uname: records.get('uname')?.toString('utf8') ?? header.uname ?? '',
-    gname: records.get('gname')?.toString('utf8') ?? header.gname ?? '',
+    uname: latin1ToUtf8(uname),
+    gname: latin1ToUtf8(gname),
     mtimeSec,
     mtimeNsec,
-    xattrs: xattrsOf(records),
-    sizeBytes: header.size ?? 0,
+    xattrs: records.size > 0 ? xattrsOf(records) : new Map(),
+    sizeBytes,
   };
 
-  const rawLink = records.get('linkpath')?.toString('latin1') ?? header.linkname ?? '';
-  if (type === 'symlink') {
-    if (rawLink === '') fail('symlink with an empty target');
-    if (rawLink.includes('\0')) fail('symlink target contains a NUL byte');
-    entry.linkTargetBytes = Buffer.from(rawLink, 'latin1');
-  } else if (type === 'hardlink') {
-    const target = normalizeEntryPath(rawLink);
-    if ('problem' in target) fail(`hardlink target ${showName(rawLink)}: ${target.problem}`);
-    else if (target.path === '') fail('hardlink to the layer root');
-    else entry.linkTargetBytes = Buffer.from(target.path, 'latin1');
+  if (type === 'symlink' || type === 'hardlink') {
+    const rawLink = records.get('linkpath')?.toString('latin1') ?? pending.longLink ?? header.linkName;
+    if (type === 'symlink') {
+      if (rawLink === '') fail('symlink with an empty target');
+      if (rawLink.includes('\0')) fail('symlink target contains a NUL byte');
+      entry.linkTargetBytes = Buffer.from(rawLink, 'latin1');
+    } else {
+      const target = normalizeEntryPath(rawLink);
+      if ('problem' in target) fail(`hardlink target ${showName(rawLink)}: ${target.problem}`);
+      else if (target.path === '') fail('hardlink to the layer root');
+      else entry.linkTargetBytes = Buffer.from(target.path, 'latin1');
+    }
+    entry.linkTarget = entry.linkTargetBytes?.toString('utf8');
   } else if (type === 'chr' || type === 'blk') {
-    entry.devMajor = header.devmajor ?? 0;
-    entry.devMinor = header.devminor ?? 0;
+    entry.devMajor = header.devMajor;
+    entry.devMinor = header.devMinor;
   }
-  if (entry.linkTargetBytes !== undefined) entry.linkTarget = entry.linkTargetBytes.toString('utf8');
-  entry.path = entry.pathBytes.toString('utf8');
   return entry;
 }
 
-/** What tar-stream's async iterator yields (its `Source` type is not exported). */
-type EntryStream = Extract extends AsyncIterable<infer T> ? T : never;
-
-/** The streamx readable tar-stream hands out per entry (only what we use of it). */
-interface EntrySource {
-  on(event: 'data', listener: (chunk: Buffer) => void): void;
-  on(event: 'end' | 'close', listener: () => void): void;
-  on(event: 'error', listener: (error: Error) => void): void;
-  pause(): void;
-  resume(): void;
+function latin1ToUtf8(text: string): string {
+  // Owner names are nearly always ASCII, which reads the same either way.
+  return /^[\x00-\x7f]*$/.test(text) ? text : Buffer.from(text, 'latin1').toString('utf8');
 }
+
+function parsePaxSize(text: string): number | undefined {
+  if (!/^[0-9]{1,16}$/.test(text)) return undefined;
+  const value = Number(text);
+  return Number.isSafeInteger(value) ? value : undefined;
+}
+
+const EMPTY = Buffer.alloc(0);
 
 /**
- * A node Readable over tar-stream's entry stream. Destroying it must not destroy the entry stream
- * (that tears down the whole extract), so a destroyed body switches to discarding the rest.
+ * The layer stream as bytes read in order. Hands out views of the stream's own chunks where it
+ * can (bodies are copied once, into the reader's buffer), and copies only headers that straddle
+ * two chunks.
  */
-class EntryBody {
-  readonly body: Readable;
-  private discard = false;
-  private readonly finished: Promise<void>;
+class StreamBytes {
+  private chunk: Buffer = EMPTY;
+  private at = 0;
+  /** The stream's own error, kept: every later read fails with it, unchanged. */
+  private failure: { error: unknown } | undefined;
+  /** Bytes received from the stream so far. */
+  receivedBytes = 0;
+  ended = false;
 
-  constructor(source: EntrySource, translate: (error: unknown) => unknown) {
-    this.body = new Readable({
-      highWaterMark: 256 * 1024,
-      read: () => source.resume(),
-      destroy: (error, callback) => {
-        this.discard = true;
-        source.resume();
-        callback(error);
-      },
-    });
-    // Errors also reach the iterator; without a listener a body nobody reads would crash the process.
-    this.body.on('error', () => {});
-    source.on('data', (chunk) => {
-      if (this.discard) return;
-      if (!this.body.push(chunk)) source.pause();
-    });
-    source.on('error', (error) => this.body.destroy(translate(error) as Error));
-    this.finished = new Promise((resolve) => {
-      source.on('end', () => {
-        if (!this.discard) this.body.push(null);
-        resolve();
-      });
-      source.on('close', resolve);
-    });
+  constructor(private readonly iterator: AsyncIterator<unknown>) {}
+
+  /** Offset in the stream of the next byte handed out. */
+  get positionBytes(): number {
+    return this.receivedBytes - (this.chunk.length - this.at);
   }
 
-  /** Waits until the entry's data has gone by, discarding it if the consumer did not read it. */
-  async finish(): Promise<void> {
-    if (this.body.readableFlowing !== true && !this.body.readableEnded) this.body.destroy();
-    await this.finished;
+  /** True when a byte is ready to take; waits for the next chunk only when none is. */
+  async more(): Promise<boolean> {
+    while (this.at >= this.chunk.length) {
+      if (this.failure !== undefined) throw this.failure.error;
+      if (this.ended) return false;
+      let next: IteratorResult<unknown>;
+      try {
+        next = await this.iterator.next();
+      } catch (error) {
+        this.failure = { error };
+        throw error;
+      }
+      if (next.done === true) {
+        this.ended = true;
+        return false;
+      }
+      const value = next.value as Uint8Array;
+      this.chunk = Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+      this.at = 0;
+      this.receivedBytes += this.chunk.length;
+    }
+    return true;
+  }
+
+  /** Up to `maxBytes` of what is ready, as a view (call {@link more} first). */
+  take(maxBytes: number): Buffer {
+    const end = Math.min(this.chunk.length, this.at + maxBytes);
+    const view = this.chunk.subarray(this.at, end);
+    this.at = end;
+    return view;
+  }
+
+  /** Exactly `lengthBytes`, or fewer if the stream ends first. */
+  async exactly(lengthBytes: number): Promise<Buffer> {
+    if (this.chunk.length - this.at >= lengthBytes) return this.take(lengthBytes);
+    const out = Buffer.allocUnsafe(lengthBytes);
+    let filled = 0;
+    while (filled < lengthBytes && (await this.more())) {
+      const view = this.take(lengthBytes - filled);
+      out.set(view, filled);
+      filled += view.length;
+    }
+    return out.subarray(0, filled);
+  }
+
+  /** Skips up to `lengthBytes`; returns how many were there. */
+  async skip(lengthBytes: number): Promise<number> {
+    let skipped = 0;
+    while (skipped < lengthBytes && (await this.more())) skipped += this.take(lengthBytes - skipped).length;
+    return skipped;
   }
 }
 
-/** Turns tar-stream's plain errors into one-line typed ones naming the layer and where it broke. */
-function translateTarError(error: unknown, layer: string, lastEntry: string | undefined): unknown {
-  if (isOciError(error)) return error;
-  if (!(error instanceof Error) || (error as NodeJS.ErrnoException).code !== undefined) return error;
-  const after = lastEntry === undefined ? 'at the start' : `after entry ${showName(lastEntry)}`;
-  if (error.message === 'Unexpected end of data') {
-    return new InvalidLayerError(layer, lastEntry === undefined ? 'truncated tar (ends inside the first header)' : `truncated tar (ends inside or right after entry ${showName(lastEntry)})`);
-  }
-  if (error.message.startsWith('Invalid tar header')) return new InvalidLayerError(layer, `not a tar, or corrupt: invalid header ${after}`);
-  if (error.message === 'Header exceeds max size') return new InvalidLayerError(layer, `extended header over 4 MiB ${after}`);
-  if (error.message === 'Invalid header') return new InvalidLayerError(layer, `invalid entry size ${after}`);
-  return error;
-}
+/** One entry's body over the layer stream: at most `sizeBytes`, in order. */
+class StreamEntryBody implements EntryBody {
+  private leftBytes: number;
 
-/** Waits until a streamx writable can take more, or is gone. */
-function drainedOrClosed(writable: Extract): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      writable.off('drain', done);
-      writable.off('close', done);
-      resolve();
-    };
-    writable.on('drain', done);
-    writable.on('close', done);
-  });
+  constructor(
+    private readonly bytes: StreamBytes,
+    sizeBytes: number,
+    private readonly truncated: () => InvalidLayerError,
+  ) {
+    this.leftBytes = sizeBytes;
+  }
+
+  async read(target: Uint8Array, offsetInTarget: number, lengthBytes: number): Promise<number> {
+    let copied = 0;
+    const wanted = Math.min(lengthBytes, this.leftBytes);
+    while (copied < wanted) {
+      if (!(await this.bytes.more())) throw this.truncated();
+      const view = this.bytes.take(wanted - copied);
+      target.set(view, offsetInTarget + copied);
+      copied += view.length;
+    }
+    this.leftBytes -= copied;
+    return copied;
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Buffer> {
+    while (this.leftBytes > 0) {
+      if (!(await this.bytes.more())) throw this.truncated();
+      // A copy: the view would change under a consumer that keeps it past the next read.
+      const view = Buffer.from(this.bytes.take(Math.min(this.leftBytes, 1 << 20)));
+      this.leftBytes -= view.length;
+      yield view;
+    }
+  }
+
+  /** Skips what was not read, then the padding to the next header. */
+  async finish(paddingAfterBytes: number): Promise<void> {
+    if (this.leftBytes > 0 && (await this.bytes.skip(this.leftBytes)) < this.leftBytes) throw this.truncated();
+    this.leftBytes = 0;
+    // A tar may end right after the last body's padding is due; the header read reports it.
+    await this.bytes.skip(paddingAfterBytes);
+  }
 }
 
 /**
@@ -350,68 +379,83 @@ function drainedOrClosed(writable: Extract): Promise<void> {
  * wrong with the tar (truncated, corrupt header, bad name, unknown entry type) rejects with
  * {@link InvalidLayerError} naming `layerName`, the entry and the problem; errors of `tarStream`
  * itself (a digest mismatch of a verified layer stream) come through unchanged. The iteration ends
- * only after `tarStream` has ended cleanly, so a completed loop means a verified layer.
+ * only after `tarStream` has ended cleanly (what follows the end-of-archive marker is read and
+ * discarded), so a completed loop means a verified layer.
+ *
+ * The parser is our own rather than tar-stream's: tar-stream hands out a stream object per entry
+ * and decodes PAX records as text, and for layers of thousands of small files that per-entry
+ * machinery cost more than chunking, hashing and writing their data (profiled).
  *
  * Memory: bodies are streamed, never buffered; what is held is one entry's headers.
  */
 export async function* readLayerEntries(tarBytes: Readable, layerName: string, options: ReadLayerEntriesOptions = {}): AsyncGenerator<LayerEntry, void, undefined> {
-  // latin1 keeps name bytes 1:1 (we decode UTF-8 ourselves); v7 tars have no magic but valid checksums.
-  const extract = tarStream.extract({ filenameEncoding: 'latin1', allowUnknownFormat: true } as Parameters<typeof tarStream.extract>[0]);
-  capturePax(extract, layerName);
-  let inputBytes = 0;
-  let inputEnded = false;
-  const pump = (async (): Promise<void> => {
-    try {
-      for await (const chunk of tarBytes) {
-        if (extract.destroyed || (extract as unknown as { destroying: boolean }).destroying) return;
-        inputBytes += (chunk as Buffer).length;
-        if (!extract.write(chunk)) await drainedOrClosed(extract);
-      }
-      inputEnded = true;
-      extract.end(undefined);
-    } catch (error) {
-      extract.destroy(error as Error);
-    }
-  })();
-  const iterator = extract[Symbol.asyncIterator]();
-  let current: EntryBody | undefined;
+  const bytes = new StreamBytes(tarBytes[Symbol.asyncIterator]());
+  const invalid = (problem: string, entry?: string): InvalidLayerError => new InvalidLayerError(layerName, problem, entry);
   let lastEntry: string | undefined;
-  let lastDataEndBytes = 0;
+  const after = (): string => (lastEntry === undefined ? 'at the start' : `after entry ${showName(lastEntry)}`);
+  let globalRecords: Map<string, Buffer> = NO_RECORDS;
+  let pending: Pending = { records: NO_RECORDS };
   let completed = false;
   try {
     for (;;) {
-      if (current !== undefined) await current.finish();
-      let step: IteratorResult<EntryStream>;
-      try {
-        step = await iterator.next();
-      } catch (error) {
-        throw translateTarError(error, layerName, lastEntry);
+      const headerOffset = bytes.positionBytes;
+      const block = await bytes.exactly(TAR_BLOCK_BYTES);
+      if (block.length < TAR_BLOCK_BYTES) {
+        if (bytes.receivedBytes === 0) throw invalid('empty stream (0 bytes), not a tar: even an empty layer has an end-of-archive marker');
+        if (block.length === 0 && lastEntry !== undefined) throw invalid(`truncated tar (no end-of-archive marker after entry ${showName(lastEntry)})`);
+        throw invalid(lastEntry === undefined ? 'truncated tar (ends inside the first header)' : `truncated tar (ends inside or right after entry ${showName(lastEntry)})`);
       }
-      if (step.done === true) break;
-      const source = step.value;
-      const header = source.header as StreamHeader;
-      const entryName = header.rawPax?.get('path')?.toString('latin1') ?? header.name;
+      if (isZeroBlock(block)) break;
+      let header: TarHeader;
+      try {
+        header = decodeTarHeader(block, headerOffset);
+      } catch (error) {
+        if (error instanceof TarFormatError) throw invalid(`not a tar, or corrupt: invalid header ${after()}`);
+        throw error;
+      }
+      const flag = header.typeflag;
+      if (flag === TYPEFLAG.paxLocal || flag === TYPEFLAG.paxGlobal || flag === TYPEFLAG.gnuLongName || flag === TYPEFLAG.gnuLongLink) {
+        if (header.sizeBytes > MAX_PAX_BYTES) throw invalid(`extended header over ${MAX_PAX_BYTES / 2 ** 20} MiB ${after()}`);
+        const data = await bytes.exactly(header.sizeBytes);
+        if (data.length < header.sizeBytes || (await bytes.skip(paddingBytes(header.sizeBytes))) < paddingBytes(header.sizeBytes)) {
+          throw invalid(`truncated tar (ends inside an extended header ${after()})`);
+        }
+        if (flag === TYPEFLAG.gnuLongName || flag === TYPEFLAG.gnuLongLink) {
+          const nul = data.indexOf(0);
+          const text = data.toString('latin1', 0, nul < 0 ? data.length : nul);
+          if (flag === TYPEFLAG.gnuLongName) pending.longName = text;
+          else pending.longLink = text;
+          continue;
+        }
+        let records: Map<string, Buffer>;
+        try {
+          records = decodePaxRecords(data, headerOffset);
+        } catch (error) {
+          if (error instanceof TarFormatError) throw invalid(error.problem);
+          throw error;
+        }
+        if (flag === TYPEFLAG.paxGlobal) {
+          globalRecords = new Map([...globalRecords, ...records]);
+          pending.records = new Map([...globalRecords, ...pending.records]);
+        } else {
+          pending.records = new Map([...globalRecords, ...pending.records, ...records]);
+        }
+        continue;
+      }
+      const entryName = pending.records.get('path')?.toString('latin1') ?? pending.longName ?? header.name;
       lastEntry = entryName;
-      if (header.byteOffset !== undefined) lastDataEndBytes = header.byteOffset + paddedBytes(header.size ?? 0);
-      const built = buildEntry(header, layerName);
-      current = new EntryBody(source as unknown as EntrySource, (error) => translateTarError(error, layerName, entryName));
+      const built = buildEntry(header, pending, layerName);
+      pending = { records: globalRecords };
       if (built.type !== 'file' && built.sizeBytes > 0) options.onWarning?.(`${layerName}: entry ${showName(entryName)}: ${built.type} carries ${built.sizeBytes} bytes of data; ignored`);
-      yield { ...built, body: current.body };
+      const body = new StreamEntryBody(bytes, built.sizeBytes, () => invalid(`truncated tar (ends inside or right after entry ${showName(entryName)})`));
+      yield { ...built, body };
+      await body.finish(paddingBytes(built.sizeBytes));
     }
-    await pump;
-    if (!inputEnded) throw new InvalidLayerError(layerName, 'tar stream stopped before its end');
-    if (inputBytes === 0) throw new InvalidLayerError(layerName, 'empty stream (0 bytes), not a tar: even an empty layer has an end-of-archive marker');
-    // tar-stream accepts a tar cut exactly between two entries; a complete one has at least one
-    // zero block (the end-of-archive marker) after the last entry's data.
-    if (lastEntry !== undefined && inputBytes <= lastDataEndBytes) {
-      throw new InvalidLayerError(layerName, `truncated tar (no end-of-archive marker after entry ${showName(lastEntry)})`);
-    }
+    // The end-of-archive marker (and the record padding after it) is read to the end: the stream's
+    // own checks (digest, size, diff_id) run when it ends.
+    while (await bytes.more()) bytes.take(Number.MAX_SAFE_INTEGER);
     completed = true;
   } finally {
-    if (!completed) {
-      extract.destroy(undefined as unknown as Error);
-      tarBytes.destroy();
-      await pump.catch(() => {});
-    }
+    if (!completed) tarBytes.destroy();
   }
 }

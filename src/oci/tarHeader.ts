@@ -88,10 +88,11 @@ function field(block: Uint8Array, f: { offset: number; length: number }): Buffer
 }
 
 /** A NUL-terminated (or full-width) string field, as a byte string. */
-function decodeString(block: Uint8Array, f: { offset: number; length: number }): string {
-  const bytes = field(block, f);
-  const nul = bytes.indexOf(0);
-  return bytes.toString('latin1', 0, nul < 0 ? bytes.length : nul);
+function decodeString(block: Buffer, f: { offset: number; length: number }): string {
+  let end = f.offset;
+  const limit = f.offset + f.length;
+  while (end < limit && block[end] !== 0) end++;
+  return end === f.offset ? '' : block.toString('latin1', f.offset, end);
 }
 
 /**
@@ -113,22 +114,38 @@ function decodeNumber(block: Uint8Array, f: { offset: number; length: number }, 
     }
     return Number(value);
   }
-  const text = bytes.toString('latin1').replace(/[\0 ]+$/, '').replace(/^[ \0]+/, '');
-  if (text === '') return 0;
-  if (!/^[0-7]+$/.test(text)) throw new TarFormatError(`${name} field ${JSON.stringify(text)} is not octal`, offsetBytes);
-  return parseInt(text, 8);
+  // Octal digits, with spaces or NULs around them (writers pad either way); parsed by hand: this
+  // runs for six fields of every header of every layer.
+  let at = 0;
+  let end = bytes.length;
+  while (at < end && (bytes[at] === 0x20 || bytes[at] === 0)) at++;
+  while (end > at && (bytes[end - 1] === 0x20 || bytes[end - 1] === 0)) end--;
+  let value = 0;
+  for (let i = at; i < end; i++) {
+    const digit = bytes[i]! - 0x30;
+    if (digit < 0 || digit > 7) throw new TarFormatError(`${name} field ${JSON.stringify(bytes.toString('latin1', at, end))} is not octal`, offsetBytes);
+    value = value * 8 + digit;
+  }
+  return value;
 }
 
 /** Sum of the header bytes with the checksum field counted as spaces (unsigned, and the historic signed sum). */
 function checksums(block: Uint8Array): { unsigned: number; signed: number } {
   let unsigned = 0;
-  let signed = 0;
+  let highBytes = 0;
   for (let i = 0; i < TAR_BLOCK_BYTES; i++) {
-    const byte = i >= CHKSUM.offset && i < CHKSUM.offset + CHKSUM.length ? 0x20 : block[i] ?? 0;
+    const byte = block[i]!;
     unsigned += byte;
-    signed += byte >= 0x80 ? byte - 0x100 : byte;
+    if (byte >= 0x80) highBytes++;
   }
-  return { unsigned, signed };
+  // The checksum field counts as eight spaces.
+  for (let i = CHKSUM.offset; i < CHKSUM.offset + CHKSUM.length; i++) {
+    const byte = block[i]!;
+    unsigned += 0x20 - byte;
+    if (byte >= 0x80) highBytes--;
+  }
+  // The signed sum reads bytes 0x80-0xff as negative: each is 256 less.
+  return { unsigned, signed: unsigned - 256 * highBytes };
 }
 
 /** True when `block` is a tar header whose checksum is right (how content sniffing recognizes a tar). */
@@ -153,9 +170,10 @@ export function decodeTarHeader(block: Uint8Array, offsetBytes: number): TarHead
   if (stored !== unsigned && stored !== signed) throw new TarFormatError('invalid header checksum (not a tar, or corrupt)', offsetBytes);
   const magic = field(block, MAGIC);
   const format = magic.equals(USTAR_MAGIC) ? 'ustar' : magic.equals(GNU_MAGIC) ? 'gnu' : 'v7';
-  let name = decodeString(block, NAME);
+  const bytes = Buffer.isBuffer(block) ? block : Buffer.from(block.buffer, block.byteOffset, block.byteLength);
+  let name = decodeString(bytes, NAME);
   // GNU tar uses the prefix area for atime/ctime, so only ustar joins it.
-  if (format === 'ustar' && block[PREFIX.offset] !== 0) name = `${decodeString(block, PREFIX)}/${name}`;
+  if (format === 'ustar' && block[PREFIX.offset] !== 0) name = `${decodeString(bytes, PREFIX)}/${name}`;
   return {
     name,
     mode: decodeNumber(block, MODE, 'mode', offsetBytes),
@@ -164,10 +182,10 @@ export function decodeTarHeader(block: Uint8Array, offsetBytes: number): TarHead
     sizeBytes: decodeNumber(block, SIZE, 'size', offsetBytes),
     mtimeSec: decodeNumber(block, MTIME, 'mtime', offsetBytes),
     typeflag: String.fromCharCode(block[TYPEFLAG_OFFSET] ?? 0),
-    linkName: decodeString(block, LINKNAME),
+    linkName: decodeString(bytes, LINKNAME),
     format,
-    uname: format === 'v7' ? '' : decodeString(block, UNAME),
-    gname: format === 'v7' ? '' : decodeString(block, GNAME),
+    uname: format === 'v7' ? '' : decodeString(bytes, UNAME),
+    gname: format === 'v7' ? '' : decodeString(bytes, GNAME),
     devMajor: format === 'v7' ? 0 : decodeNumber(block, DEVMAJOR, 'devmajor', offsetBytes),
     devMinor: format === 'v7' ? 0 : decodeNumber(block, DEVMINOR, 'devminor', offsetBytes),
   };

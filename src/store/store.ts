@@ -123,6 +123,14 @@ export class ChunkStore {
       bytes.writeUInt32LE(blkaddr, i * RECORD_SIZE_BYTES + 40);
     });
     await writeFileAtomically(path.join(this.chunksDir, `${blobDigest}${INDEX_SUFFIX}`), bytes);
+    this.rememberBlobChunks(blobDigest, written);
+  }
+
+  /**
+   * Makes a blob's chunks known to lookups of this store instance only, before {@link addBlobChunks}
+   * records them (a build deduplicates against a blob it is still making durable).
+   */
+  rememberBlobChunks(blobDigest: string, written: readonly { key: string; blkaddr: number }[]): void {
     for (const { key, blkaddr } of written) if (!this.chunks.has(key)) this.chunks.set(key, { blobDigest, blkaddr });
   }
 }

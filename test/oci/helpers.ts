@@ -189,7 +189,7 @@ export async function writeLayout(layout: string, images: TestImage[]): Promise<
 }
 
 /** Collects a stream into one buffer (test data only: small). */
-export async function collect(stream: Readable): Promise<Buffer> {
+export async function collect(stream: AsyncIterable<unknown>): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of stream) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);
