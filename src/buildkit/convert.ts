@@ -20,6 +20,12 @@ export interface ConvertStreamOptions extends Omit<BuildOptions, 'outputDir' | '
   platform?: Platform;
   /** Where the input is spooled (default `os.tmpdir()`). */
   tempDir?: string;
+  /**
+   * Runs once the layout is complete and before any tar of it is written (with `-o -` the layout
+   * is temporary, so this is the moment it exists): `buildkit --push` pushes it here. A failure
+   * fails the conversion.
+   */
+  afterBuild?: (layoutDir: string, report: BuildReport) => Promise<void>;
 }
 
 /** Root names of image archives (OCI and docker save); a root filesystem starting with one is a cut-off archive. */
@@ -36,7 +42,7 @@ const ARCHIVE_ROOTS = new Set(['blobs', 'oci-layout', 'index.json', 'manifest.js
  * neither a new output directory nor anything on `tarOutput`.
  */
 export async function convertBuildkitStream(input: Readable, options: ConvertStreamOptions): Promise<BuildReport> {
-  const { outputDir, tarOutput, tempDir, platform, ...buildOptions } = options;
+  const { outputDir, tarOutput, tempDir, platform, afterBuild, ...buildOptions } = options;
   if ((outputDir === undefined) === (tarOutput === undefined)) throw new Error('convertBuildkitStream: give exactly one of outputDir and tarOutput');
   const work = await mkdtemp(path.join(tempDir ?? tmpdir(), 'mkfs-erofs-ts-buildkit-'));
   const spooled = path.join(work, 'input.tar');
@@ -46,6 +52,7 @@ export async function convertBuildkitStream(input: Readable, options: ConvertStr
     await pipeline(input, createWriteStream(spooled));
     await checkComplete(spooled);
     const report = await build([spooled], { ...buildOptions, outputDir: layoutDir, platform: platform ?? 'all', name: buildOptions.name ?? 'image' });
+    await afterBuild?.(layoutDir, report);
     if (tarOutput !== undefined) await writeLayoutTar(layoutDir, tarOutput);
     return { ...report, notes: report.notes.map((note) => note.replaceAll(spooled, STDIN_NAME)) };
   } catch (error) {

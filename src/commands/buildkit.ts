@@ -5,6 +5,8 @@ import { convertBuildkitStream } from '../buildkit/convert.js';
 import { parsePlatform } from '../buildkit/platform.js';
 import { reportError } from '../cli/errors.js';
 import { parseByteSize } from '../cli/sizes.js';
+import { pushBuildResult, pushFlags, pushSummary } from '../cli/push.js';
+import type { PushResult } from '../oci/registry/index.js';
 
 export default class Buildkit extends Command {
   static override summary = 'Convert what a BuildKit build writes to a pipe (OCI tarball, docker save stream, or root filesystem tar) into EROFS artifacts.';
@@ -13,6 +15,7 @@ export default class Buildkit extends Command {
     'buildctl build --frontend dockerfile.v0 --local context=. --local dockerfile=. --output type=oci,dest=- | <%= config.bin %> buildkit -o out',
     'docker buildx build --platform linux/amd64,linux/arm64 --output type=oci,dest=- . | <%= config.bin %> buildkit -o out',
     'DOCKER_BUILDKIT=1 docker build --output type=tar,dest=- . | <%= config.bin %> buildkit -o - > erofs-layout.tar',
+    'docker buildx build --output type=oci,dest=- . | <%= config.bin %> buildkit -o out --push docker://registry.example.com/app-erofs:1.0',
   ];
   static override enableJsonFlag = true;
   static override flags = {
@@ -24,9 +27,11 @@ export default class Buildkit extends Command {
     store: Flags.string({ description: 'content-addressed store for blobs and the chunk dictionary (default: the output directory)' }),
     fingerprints: Flags.boolean({ description: 'give regular files the erofs.fingerprint.v1 xattr (see build --help)', default: true, allowNo: true }),
     'block-size': Flags.string({ description: 'filesystem block size', default: String(DEFAULT_BLOCK_SIZE_BYTES) }),
+    push: pushFlags.push,
+    'push-mount-from': pushFlags['push-mount-from'],
   };
 
-  async run(): Promise<BuildReport> {
+  async run(): Promise<BuildReport & { push?: PushResult }> {
     const { flags } = await this.parse(Buildkit);
     const toStdout = flags.output === '-';
     // Ctrl-C or a kill (the build pipe failing upstream) stops the conversion and removes what it wrote.
@@ -38,6 +43,7 @@ export default class Buildkit extends Command {
       // Standard output carries the tar with -o -, so a JSON report there would corrupt it.
       if (toStdout && this.jsonEnabled()) throw new InvalidOptionError('--json', 'cannot be combined with -o - (standard output carries the tar)');
       if (process.stdin.isTTY === true) throw new InvalidOptionError('standard input', 'is a terminal: pipe a BuildKit output into it (see --help)');
+      let push: PushResult | undefined;
       const report = await convertBuildkitStream(process.stdin, {
         ...(toStdout ? { tarOutput: process.stdout } : { outputDir: flags.output }),
         ...(flags.platform === undefined ? {} : { platform: parsePlatform(flags.platform) }),
@@ -48,14 +54,19 @@ export default class Buildkit extends Command {
         fingerprints: flags.fingerprints,
         storeDir: flags.store,
         signal: abort.signal,
+        // Several platforms go up as one index; the push happens before the tar (-o -) is written.
+        afterBuild: async (layoutDir, built) => {
+          push = await pushBuildResult(flags, [], layoutDir, built.images.map((image) => image.name), abort.signal);
+        },
       });
       if (!this.jsonEnabled()) {
         const say = (line: string) => (toStdout ? process.stderr.write(`${line}\n`) : this.log(line));
         for (const note of report.notes) say(`note: ${note}`);
         for (const image of report.images) say(`image ${image.name}: ${image.counts.regularFiles} files, ${image.blobs.length} blob(s), manifest ${image.ociLayout.manifestDigest}`);
         if (!toStdout) say(`OCI layout: ${flags.output}`);
+        if (push !== undefined) say(pushSummary(push));
       }
-      return report;
+      return push === undefined ? report : { ...report, push };
     } catch (error) {
       return reportError(this, error);
     } finally {

@@ -9,7 +9,11 @@ import { skopeoPush, withRegistry } from '../helpers/registry.js';
 import { withFaultProxy } from '../helpers/registryProxy.js';
 import { withTempDir } from '../helpers/tmp.js';
 import { snapshotTree, assertTreesEqual } from '../helpers/tree.js';
-import { CLI, assertMountMatchesTree } from './helpers.js';
+import { writeBlob, writeImage, writeIndex } from '../oci/helpers.js';
+import { snapshotImage } from '../helpers/imageTree.js';
+import { digestOf } from '../../src/oci/digest.js';
+import { pullErofsArtifact } from '../../src/oci/registry/index.js';
+import { CLI, assertMountMatchesTree, markerTar } from './helpers.js';
 
 interface BuildJson {
   metadataImage: string;
@@ -86,6 +90,40 @@ test('push: a second push of a derived image uploads only its new blobs; pulled 
         const unmounted = await run('node', [...CLI, 'umount', mountpoint, '--runtime-dir', runtime]);
         assert.equal(unmounted.code, 0, unmounted.output);
         await rmdir(mountpoint);
+      }
+    });
+  });
+});
+
+test('push: buildkit --push sends every platform of a BuildKit OCI tarball as one index, and still writes the tar', async () => {
+  await withTempDir(async (dir) => {
+    await withRegistry({}, async (registry) => {
+      const layout = join(dir, 'layout');
+      const platforms = [
+        { os: 'linux', architecture: 'amd64' },
+        { os: 'linux', architecture: 'arm64' },
+      ];
+      const manifests = [];
+      for (const platform of platforms) {
+        const written = await writeImage(layout, { layers: [{ tar: markerTar(platform.architecture), compression: 'gzip' }], platform });
+        manifests.push({ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: written.manifestDigest, size: written.manifestSizeBytes, platform });
+      }
+      const index = await writeBlob(layout, Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests })));
+      await writeIndex(layout, [{ mediaType: 'application/vnd.oci.image.index.v1+json', digest: index.digest, size: index.sizeBytes }]);
+      const archive = (await run('tar', ['-cf', '-', '-C', layout, 'oci-layout', 'index.json', 'blobs'], { encoding: 'latin1' })).stdout;
+
+      const result = await run('node', [...CLI, 'buildkit', '-o', '-', '--name', 'app', '--push', `docker://${registry.host}/bk/app:1`], { input: Buffer.from(archive, 'latin1'), encoding: 'latin1' });
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stderr, /pushed 127\.0\.0\.1:\d+\/bk\/app:1 \(sha256:\w+\): 6 blob\(s\) uploaded/);
+      assert.ok(result.stdout.length > 0 && result.stdout.includes('index.json'), 'the layout tar still goes to standard output');
+
+      const pushed = (await (await fetch(`http://${registry.host}/v2/bk/app/manifests/1`, { headers: { accept: 'application/vnd.oci.image.index.v1+json' } })).json()) as { manifests: Array<{ platform: unknown; annotations: Record<string, string> }> };
+      assert.deepEqual(pushed.manifests.map((m) => m.platform), platforms);
+      assert.deepEqual(pushed.manifests.map((m) => m.annotations['org.opencontainers.image.ref.name']), ['app-linux-amd64', 'app-linux-arm64']);
+      for (const platform of platforms) {
+        const pulled = await pullErofsArtifact(`docker://${registry.host}/bk/app:1`, join(dir, platform.architecture), { platform });
+        const marker = (await snapshotImage(pulled.metadataImage, pulled.blobs)).get('etc/marker')?.sha256;
+        assert.equal(marker, digestOf(Buffer.from(`${platform.architecture}\n`)).slice('sha256:'.length));
       }
     });
   });

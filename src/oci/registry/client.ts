@@ -112,7 +112,8 @@ export class RegistryClient {
       // Not the distribution API's JSON error (a proxy's page, an empty body): the status says it.
     }
     if (response.status === 401 || response.status === 403) {
-      const hint = this.credentials === undefined || this.credentials === null ? `no credentials for ${this.reference.registry} in ${this.configPath}` : `check the credentials for ${this.reference.registry} in ${this.configPath}`;
+      const credentials = await this.loadCredentials().catch(() => undefined);
+      const hint = credentials === undefined ? `no credentials for ${this.reference.registry} in ${this.configPath}` : `check the credentials for ${this.reference.registry} in ${this.configPath}`;
       return new RegistryAuthError(this.reference.text, method, path, response.status, detail === '' ? hint : `${detail}; ${hint}`);
     }
     return new RegistryHttpError(this.reference.text, method, path, response.status, detail);

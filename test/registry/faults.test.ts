@@ -1,0 +1,185 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { build } from '../../src/build/build.js';
+import { pullErofsArtifact, pushLayoutImages, RegistryHttpError } from '../../src/oci/registry/index.js';
+import { run } from '../helpers/exec.js';
+import { snapshotImage } from '../helpers/imageTree.js';
+import { freePort, skopeoPush, withRegistry } from '../helpers/registry.js';
+import { withFaultProxy } from '../helpers/registryProxy.js';
+import { withTempDir } from '../helpers/tmp.js';
+import { assertTreesEqual } from '../helpers/tree.js';
+import { makeTar, writeLayout } from '../oci/helpers.js';
+import { TYPEFLAG } from '../../src/oci/tarHeader.js';
+import { CLI, assertOneLineError, filesUnder, markerTar } from './helpers.js';
+
+const ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json';
+
+/** What the registry itself (not through the proxy) answers for a manifest: status and body. */
+async function manifestAt(host: string, repository: string, tag: string): Promise<{ status: number; json?: Record<string, unknown> }> {
+  const response = await fetch(`http://${host}/v2/${repository}/manifests/${tag}`, { headers: { accept: ACCEPT } });
+  return response.ok ? { status: response.status, json: (await response.json()) as Record<string, unknown> } : { status: response.status };
+}
+
+async function blobStatus(host: string, repository: string, digest: string): Promise<number> {
+  return (await fetch(`http://${host}/v2/${repository}/blobs/${digest}`, { method: 'HEAD' })).status;
+}
+
+test('faults: wrong digests, 404, 500 and an unreachable registry are one-line errors, and nothing is written', async () => {
+  await withTempDir(async (dir) => {
+    await withRegistry({}, async (registry) => {
+      const layout = join(dir, 'layout');
+      // An uncompressed layer: a flipped byte can only be caught by the digest (no gzip check first).
+      const [image] = await writeLayout(layout, [{ tag: 'v1', layers: [{ tar: markerTar('faults'), compression: 'none' }] }]);
+      // Pushed as it is (skopeo would compress the layer on the way).
+      await pushLayoutImages(layout, ['v1'], `docker://${registry.host}/syn/app:v1`);
+      const layerDigest = image!.layerDigests[0]!;
+      await withFaultProxy(registry.host, {}, async (proxy) => {
+        const source = `docker://${proxy.host}/syn/app:v1`;
+        const cases: Array<{ what: string; rule: typeof proxy.rule; spec?: string; error: RegExp }> = [
+          {
+            what: 'manifest with wrong bytes',
+            rule: (req) => (req.method === 'GET' && req.url === '/v2/syn/app/manifests/v1' ? { corrupt: true } : undefined),
+            error: /syn\/app:v1: manifest v1 from 127\.0\.0\.1:\d+: digest mismatch: expected sha256:\w{64}, got sha256:\w{64}$/,
+          },
+          {
+            what: 'layer with wrong bytes',
+            rule: (req) => (req.method === 'GET' && req.url === `/v2/syn/app/blobs/${layerDigest}` ? { corrupt: true } : undefined),
+            error: /syn\/app:v1: app:v1 layer 1\/1 \(sha256:\w{12}\): digest \(and diff_id\) mismatch: expected sha256:\w{64}, got sha256:\w{64}$/,
+          },
+          {
+            what: '500 on the layer',
+            rule: (req) => (req.method === 'GET' && req.url === `/v2/syn/app/blobs/${layerDigest}` ? { respond: { status: 500, body: '{"errors":[{"code":"UNKNOWN","message":"disk on fire"}]}' } } : undefined),
+            error: new RegExp(`syn/app:v1: registry answered 500 Internal Server Error for GET /v2/syn/app/blobs/${layerDigest}: UNKNOWN: disk on fire$`),
+          },
+          {
+            what: 'layer blob lost by the registry',
+            rule: (req) => (req.url === `/v2/syn/app/blobs/${layerDigest}` ? { respond: { status: 404 } } : undefined),
+            error: new RegExp(`syn/app:v1: app:v1 layer 1/1 blob ${layerDigest} is missing`),
+          },
+          { what: 'unknown tag', rule: undefined, spec: `docker://${proxy.host}/syn/app:nope`, error: /syn\/app:nope: registry answered 404 Not Found for GET \/v2\/syn\/app\/manifests\/nope: MANIFEST_UNKNOWN: manifest unknown$/ },
+          { what: 'nothing listening', rule: undefined, spec: `docker://127.0.0.1:${await freePort()}/syn/app:v1`, error: /syn\/app:v1: GET \/v2\/syn\/app\/manifests\/v1 failed: connect ECONNREFUSED/ },
+          { what: 'bad reference', rule: undefined, spec: 'docker://127.0.0.1:5000/Syn/app:v1', error: /repository component "Syn" is not valid/ },
+        ];
+        for (const [i, c] of cases.entries()) {
+          proxy.rule = c.rule;
+          const out = join(dir, `out-${i}`);
+          const result = await run('node', [...CLI, 'build', c.spec ?? source, '-o', out]);
+          assert.notEqual(result.code, 0, `${c.what}: must fail, got:\n${result.output}`);
+          assertOneLineError(result, c.error);
+          assert.deepEqual(await filesUnder(out), [], `${c.what}: nothing left in the output directory`);
+        }
+      });
+    });
+  });
+});
+
+test('faults: a push that fails (500 on an upload or on the manifest, 401) leaves no manifest behind', async () => {
+  await withTempDir(async (dir) => {
+    await withRegistry({}, async (registry) => {
+      const layout = join(dir, 'layout');
+      await writeLayout(layout, [{ tag: 'v1', layers: [{ tar: markerTar('push'), compression: 'gzip' }] }]);
+      const out = join(dir, 'out');
+      await build([`${layout}:v1`], { outputDir: out });
+      await withFaultProxy(registry.host, {}, async (proxy) => {
+        const target = `docker://${proxy.host}/syn/pushed:v1`;
+        proxy.rule = (req) => (req.method === 'PUT' && req.url?.includes('/blobs/uploads/') === true ? { respond: { status: 500 } } : undefined);
+        await assert.rejects(pushLayoutImages(out, ['v1'], target), (error: Error) => error instanceof RegistryHttpError && /registry answered 500 Internal Server Error for PUT \/v2\/syn\/pushed\/blobs\/uploads\//.test(error.message));
+        assert.equal((await manifestAt(registry.host, 'syn/pushed', 'v1')).status, 404);
+
+        proxy.rule = (req) => (req.method === 'PUT' && req.url?.includes('/manifests/') === true ? { respond: { status: 500 } } : undefined);
+        const result = await run('node', [...CLI, 'build', `${layout}:v1`, '-o', join(dir, 'out2'), '--push', target]);
+        assert.notEqual(result.code, 0, result.output);
+        assertOneLineError(result, /syn\/pushed:v1: registry answered 500 Internal Server Error for PUT \/v2\/syn\/pushed\/manifests\/v1$/);
+        assert.equal((await manifestAt(registry.host, 'syn/pushed', 'v1')).status, 404);
+
+        // A 401 without a challenge to answer.
+        proxy.rule = () => ({ respond: { status: 401, body: '{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}' } });
+        const refused = await run('node', [...CLI, 'build', `${layout}:v1`, '-o', join(dir, 'out3'), '--push', target]);
+        assertOneLineError(refused, /syn\/pushed:v1: registry answered 401 Unauthorized for HEAD \/v2\/syn\/pushed\/blobs\/sha256:\w{64}: (no credentials|check the credentials) for 127\.0\.0\.1:\d+ in /);
+        assert.equal((await manifestAt(registry.host, 'syn/pushed', 'v1')).status, 404);
+      });
+    });
+  });
+});
+
+test('faults: the registry killed and restarted in the middle of a blob upload: the push fails cleanly, and pushed again it completes', async () => {
+  await withTempDir(async (dir) => {
+    await withRegistry({}, async (registry) => {
+      const layout = join(dir, 'layout');
+      // Random data (incompressible, several MiB) so the blob upload is many chunks long.
+      const tar = makeTar([
+        { name: './', typeflag: TYPEFLAG.dir, mode: 0o755 },
+        { name: './big.bin', data: randomBytes(6 << 20) },
+        { name: './etc/', typeflag: TYPEFLAG.dir, mode: 0o755 },
+        { name: './etc/marker', data: 'restart\n' },
+      ]);
+      await writeLayout(layout, [{ tag: 'v1', layers: [{ tar, compression: 'gzip' }] }]);
+      const out = join(dir, 'out');
+      const built = (await build([`${layout}:v1`], { outputDir: out })).images[0]!;
+      await withFaultProxy(registry.host, {}, async (proxy) => {
+        let holds = 0;
+        // The first blob upload that carries data: once its first bytes reached the registry, kill
+        // the registry (a crash), then let the client's connection drop.
+        proxy.rule = (req) =>
+          req.method === 'PUT' && req.url?.includes('/blobs/uploads/') === true && holds === 0
+            ? {
+                hold: async () => {
+                  holds++;
+                  await registry.kill();
+                },
+              }
+            : undefined;
+        const target = `docker://${proxy.host}/syn/restart:v1`;
+        const failed = await run('node', [...CLI, 'build', `${layout}:v1`, '-o', join(dir, 'out-failed'), '--push', target]);
+        assert.equal(holds, 1);
+        assertOneLineError(failed, /syn\/restart:v1: PUT \/v2\/syn\/restart\/blobs\/uploads\/[\w-]+ failed: /);
+        await registry.start();
+        assert.equal((await manifestAt(registry.host, 'syn/restart', 'v1')).status, 404, 'no manifest after the interrupted push');
+
+        proxy.rule = undefined;
+        const pushed = await pushLayoutImages(out, ['v1'], target);
+        const manifest = await manifestAt(registry.host, 'syn/restart', 'v1');
+        assert.equal(manifest.status, 200);
+        const layers = (manifest.json!['layers'] as Array<{ digest: string }>).map((l) => l.digest);
+        for (const digest of [(manifest.json!['config'] as { digest: string }).digest, ...layers]) assert.equal(await blobStatus(registry.host, 'syn/restart', digest), 200, digest);
+        assert.equal(pushed.manifestDigest, built.ociLayout.manifestDigest);
+        const pulled = await pullErofsArtifact(`docker://${registry.host}/syn/restart:v1`, join(dir, 'pulled'));
+        assertTreesEqual(await snapshotImage(built.metadataImage, built.blobs), await snapshotImage(pulled.metadataImage, pulled.blobs));
+      });
+    });
+  });
+});
+
+test('referrers: --attach pushes the result with the source image as subject and keeps the sha256-HEX referrers tag', async () => {
+  await withTempDir(async (dir) => {
+    await withRegistry({}, async (registry) => {
+      const layout = join(dir, 'layout');
+      await writeLayout(layout, [{ tag: 'v1', layers: [{ tar: markerTar('referrers'), compression: 'gzip' }] }]);
+      await skopeoPush(layout, 'v1', `${registry.host}/syn/app:v1`);
+      const source = `docker://${registry.host}/syn/app:v1`;
+      const sourceDigest = (await fetch(`http://${registry.host}/v2/syn/app/manifests/v1`, { method: 'HEAD', headers: { accept: ACCEPT } })).headers.get('docker-content-digest')!;
+      const pushes: string[] = [];
+      // Two different conversions of the one source (with and without fingerprints), both attached.
+      for (const [i, fingerprints] of ['--fingerprints', '--no-fingerprints'].entries()) {
+        const result = await run('node', [...CLI, 'build', source, '-o', join(dir, `out-${i}`), fingerprints, '--push', `docker://${registry.host}/syn/app:erofs-${i}`, '--attach', '--json']);
+        assert.equal(result.code, 0, result.output);
+        const push = (JSON.parse(result.stdout) as { push: { manifestDigest: string; referrers: unknown } }).push;
+        // docker-registry 2.8 has no referrers API: the fallback tag of OCI 1.1 is written.
+        assert.deepEqual(push.referrers, { api: false, tag: sourceDigest.replace(':', '-') });
+        pushes.push(push.manifestDigest);
+        const pushed = await manifestAt(registry.host, 'syn/app', `erofs-${i}`);
+        assert.equal((pushed.json!['subject'] as { digest: string }).digest, sourceDigest);
+      }
+      const referrers = await manifestAt(registry.host, 'syn/app', sourceDigest.replace(':', '-'));
+      assert.equal(referrers.json!['mediaType'], 'application/vnd.oci.image.index.v1+json');
+      const listed = referrers.json!['manifests'] as Array<{ digest: string; artifactType: string }>;
+      assert.deepEqual(listed.map((m) => m.digest), pushes);
+      assert.ok(listed.every((m) => m.artifactType === 'application/vnd.oci.image.config.v1+json'));
+
+      const elsewhere = await run('node', [...CLI, 'build', source, '-o', join(dir, 'out-x'), '--push', `docker://${registry.host}/syn/other:v1`, '--attach']);
+      assertOneLineError(elsewhere, /syn\/other:v1: --attach: referrers live in the subject's repository; push to 127\.0\.0\.1:\d+\/syn\/app:TAG$/);
+    });
+  });
+});
