@@ -57,7 +57,7 @@ export class ImageBuilder {
   private files = 0;
   private bytes = 0;
   /** Content sha256 (hex) of each stored file's data, for object names and fingerprints. */
-  private readonly contentOf = new WeakMap<RegularData, string>();
+  private readonly contentOf = new WeakMap<RegularData, { hex: string; digest: Buffer }>();
   /** Object digests of the blobs this build wrote (store blobs' lists are read at finish). */
   private readonly objectsOfDigest = new Map<string, Set<string>>();
   /** Blobs being made durable in the background, with their chunk lists and object indexes. */
@@ -113,7 +113,7 @@ export class ImageBuilder {
         this.options.onProgress?.({ files: this.files, bytes: this.bytes });
         if (contentSha256 !== undefined) {
           // A worker failure reaches us through drain() below; here only the value matters.
-          contentSha256.then((digest) => this.contentOf.set(data, digest.toString('hex')), () => {});
+          contentSha256.then((digest) => this.contentOf.set(data, { hex: digest.toString('hex'), digest }), () => {});
           layerFiles.push(data);
         }
         // Fingerprints are added by finish(), when every content digest is in.
@@ -131,7 +131,7 @@ export class ImageBuilder {
         for (const data of layerFiles) {
           if (data.kind !== 'chunks') continue;
           const verdict = sharingEligibility(data.chunks, data.sizeBytes);
-          const hex = this.contentOf.get(data)!;
+          const hex = this.contentOf.get(data)!.hex;
           if (!verdict.eligible || verdict.deviceId !== currentSlot || objects.has(hex)) continue;
           objects.set(hex, { contentSha256Hex: hex, sizeBytes: data.sizeBytes, chunkBits: data.chunkBits, chunks: data.chunks.map((c) => (c.blkaddr === null ? c : { deviceId: 1, blkaddr: c.blkaddr })) });
         }
@@ -179,7 +179,7 @@ export class ImageBuilder {
     for (const node of regularNodes) {
       if (node.data.kind !== 'chunks') continue;
       const verdict = sharingEligibility(node.data.chunks, node.data.sizeBytes);
-      const hex = this.contentOf.get(node.data);
+      const hex = this.contentOf.get(node.data)?.hex;
       if (!verdict.eligible || hex === undefined) continue;
       const digest = this.slots[verdict.deviceId - 1]?.digest;
       if (digest === undefined) continue;
@@ -215,8 +215,8 @@ export class ImageBuilder {
     const regularNodes = uniqueRegularNodes(root);
     if (this.options.fingerprints) {
       for (const node of regularNodes) {
-        const hex = node.data.kind === 'chunks' ? this.contentOf.get(node.data) : undefined;
-        if (hex !== undefined) node.xattrs.set(...fingerprintXattr(Buffer.from(hex, 'hex')));
+        const content = node.data.kind === 'chunks' ? this.contentOf.get(node.data) : undefined;
+        if (content !== undefined) node.xattrs.set(...fingerprintXattr(content.digest));
       }
     }
     const objectVerdicts = await this.markObjects(regularNodes);
@@ -232,10 +232,12 @@ export class ImageBuilder {
       if (digest === undefined) throw new Error(`internal: chunk references unfinished blob slot ${slot}`);
       return digest;
     });
+    // Often every slot keeps its number (one layer, or every layer's blob used): then nothing moves.
+    const renumber = ordered.some((slot, i) => slot !== i + 1);
     let singleChunkFiles = 0;
     for (const node of regularNodes) {
       if (node.data.kind !== 'chunks') continue;
-      node.data.chunks = node.data.chunks.map((c) => (c.blkaddr === null ? c : { deviceId: deviceOf.get(c.deviceId)!, blkaddr: c.blkaddr }));
+      if (renumber) node.data.chunks = node.data.chunks.map((c) => (c.blkaddr === null ? c : { deviceId: deviceOf.get(c.deviceId)!, blkaddr: c.blkaddr }));
       if (node.data.chunks.length === 1) singleChunkFiles++;
     }
     const blockSizeBits = this.options.blockSizeBits;
