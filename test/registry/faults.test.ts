@@ -75,7 +75,7 @@ test('faults: wrong digests, 404, 500 and an unreachable registry are one-line e
   });
 });
 
-test('faults: a push that fails (500 on an upload or on the manifest, 401) leaves no manifest behind', async () => {
+test('faults: a push that fails (500 on an upload or on the manifest, 401, a wrong digest answered) leaves no manifest behind; a pull of wrong bytes writes nothing', async () => {
   await withTempDir(async (dir) => {
     await withRegistry({}, async (registry) => {
       const layout = join(dir, 'layout');
@@ -99,6 +99,21 @@ test('faults: a push that fails (500 on an upload or on the manifest, 401) leave
         const refused = await run('node', [...CLI, 'build', `${layout}:v1`, '-o', join(dir, 'out3'), '--push', target]);
         assertOneLineError(refused, /syn\/pushed:v1: registry answered 401 Unauthorized for HEAD \/v2\/syn\/pushed\/blobs\/sha256:\w{64}: (no credentials|check the credentials) for 127\.0\.0\.1:\d+ in /);
         assert.equal((await manifestAt(registry.host, 'syn/pushed', 'v1')).status, 404);
+
+        // A registry that says it stored other bytes than were sent.
+        proxy.rule = (req) => (req.method === 'PUT' && req.url?.includes('/blobs/uploads/') === true ? { respond: { status: 201, headers: { 'docker-content-digest': `sha256:${'0'.repeat(64)}` } } } : undefined);
+        const lying = await run('node', [...CLI, 'build', `${layout}:v1`, '-o', join(dir, 'out4'), '--push', `docker://${proxy.host}/syn/lying:v1`]);
+        assertOneLineError(lying, /syn\/lying:v1: uploaded blob: digest mismatch: expected sha256:\w{64}, got sha256:0{64}$/);
+        assert.equal((await manifestAt(registry.host, 'syn/lying', 'v1')).status, 404);
+
+        // Pulling an artifact back from a registry that sends wrong bytes writes nothing.
+        proxy.rule = undefined;
+        await pushLayoutImages(out, ['v1'], target);
+        proxy.rule = (req) => (req.method === 'GET' && req.url?.includes('/blobs/sha256:') === true ? { corrupt: true } : undefined);
+        const pulledDir = join(dir, 'pulled');
+        const pulled = await run('node', [...CLI, 'pull', target, '-o', pulledDir]);
+        assertOneLineError(pulled, /syn\/pushed:v1: blob 1\/1 sha256:\w{12}: digest mismatch: expected sha256:\w{64}, got sha256:\w{64}$/);
+        assert.deepEqual(await filesUnder(pulledDir), []);
       });
     });
   });
