@@ -6,7 +6,7 @@ import { BlobWriter } from './blob.js';
 import { HashWorker } from './hashWorker.js';
 import { Chunker, type ChunkDictionary, type ChunkSizePolicy, type ChunkStats, type ReadAt } from './chunker.js';
 import { FINGERPRINT_IMAGE_OPTIONS, fingerprintXattr } from './fingerprint.js';
-import { OVERLAY_METACOPY_XATTR, OVERLAY_REDIRECT_XATTR, buildObjectIndexOffThread, objectPath, type ObjectEntry } from './objectIndex.js';
+import { OVERLAY_METACOPY_XATTR, OVERLAY_REDIRECT_XATTR, ObjectIndexThread, objectPath, type ObjectEntry } from './objectIndex.js';
 import { emitMetadataImage, planMetadataImage, setVolumeUuid, type MetadataImageOptions } from './metadata.js';
 import { regularSizeBytes, type DirNode, type RegNode, type RegularData, type TreeNode } from './tree.js';
 
@@ -85,8 +85,10 @@ export class ImageBuilder {
    */
   async layer<T>(fill: (store: (sourcePath: string, readAt: ReadAt, sizeBytes: number) => Promise<StoredFile>) => Promise<T>): Promise<T> {
     const hashes = new HashWorker();
+    const objectIndexThread = new ObjectIndexThread();
     const writer = await BlobWriter.create(this.store.dir, 2 ** this.options.blockSizeBits, hashes).catch(async (error: unknown) => {
       await hashes.dispose();
+      await objectIndexThread.dispose();
       throw error;
     });
     const slot: BlobSlot = { fresh: true };
@@ -136,9 +138,7 @@ export class ImageBuilder {
           objects.set(hex, { contentSha256Hex: hex, sizeBytes: data.sizeBytes, chunkBits: data.chunkBits, chunks: data.chunks.map((c) => (c.blkaddr === null ? c : { deviceId: 1, blkaddr: c.blkaddr })) });
         }
         const digests = [...objects.keys()].sort();
-        const objectIndex = buildObjectIndexOffThread({ blobDigest: blob.digest, blobBlocks: blob.blocks, objects: [...objects.values()], blockSizeBits: this.options.blockSizeBits });
-        // Awaited below (or by settle()); a rejection must not count as unhandled before then.
-        objectIndex.catch(() => {});
+        const objectIndex = objectIndexThread.build({ blobDigest: blob.digest, blobBlocks: blob.blocks, objects: [...objects.values()], blockSizeBits: this.options.blockSizeBits });
         this.objectsOfDigest.set(blob.digest, new Set(digests));
         // Later layers deduplicate against this blob at once; its files reach the store in the
         // background (blob fsync and rename first, then what names it), awaited by finish().
@@ -158,11 +158,13 @@ export class ImageBuilder {
         );
       } else {
         await writer.abort();
+        await objectIndexThread.dispose();
       }
       for (const key of Object.keys(this.stats) as (keyof ChunkStats)[]) this.stats[key] += chunker.stats[key];
       return result;
     } catch (error) {
       await writer.abort();
+      await objectIndexThread.dispose();
       throw error;
     } finally {
       await hashes.dispose();

@@ -54,13 +54,35 @@ export interface ObjectIndexInput {
 /**
  * {@link buildObjectIndex} on a worker thread: a layer's object index lists most of its files, and
  * planning it costs as much as the image's own metadata, which the main thread plans meanwhile.
+ * The thread is started before it is needed (at the start of a layer), so its start-up is not
+ * waited for.
  */
-export function buildObjectIndexOffThread(input: ObjectIndexInput): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('./objectIndexWorker.js', import.meta.url), { workerData: input });
-    let image: Buffer | undefined;
-    worker.once('message', (bytes: ArrayBuffer) => (image = Buffer.from(bytes)));
-    worker.once('error', reject);
-    worker.once('exit', (code) => (image !== undefined ? resolve(image) : reject(new Error(`object index worker exited with code ${code} without a result`))));
-  });
+export class ObjectIndexThread {
+  private readonly worker = new Worker(new URL('./objectIndexWorker.js', import.meta.url));
+  private readonly result: Promise<Buffer>;
+
+  constructor() {
+    this.result = new Promise((resolve, reject) => {
+      let image: Buffer | undefined;
+      this.worker.once('message', (bytes: ArrayBuffer) => (image = Buffer.from(bytes)));
+      this.worker.once('error', reject);
+      this.worker.once('exit', (code) => (image !== undefined ? resolve(image) : reject(new Error(`object index worker exited with code ${code} without a result`))));
+    });
+    // Observed through build(); a thread disposed unused must not count as an unhandled rejection.
+    this.result.catch(() => {});
+    // An idle thread must not keep the process alive.
+    this.worker.unref();
+  }
+
+  /** Builds the index on the thread, which then exits. */
+  build(input: ObjectIndexInput): Promise<Buffer> {
+    this.worker.ref();
+    this.worker.postMessage(input);
+    return this.result;
+  }
+
+  /** Stops a thread that will not be given work. */
+  async dispose(): Promise<void> {
+    await this.worker.terminate();
+  }
 }
