@@ -138,7 +138,6 @@ export class LayerApplier {
   private parentDir(entry: LayerEntry, components: readonly string[]): DirNode {
     let dir = this.root;
     for (const key of components) {
-      const component = Buffer.from(key, 'latin1').toString();
       const child = dir.children.get(key);
       if (child === undefined) {
         const created: DirNode = { kind: 'dir', children: new Map(), permissions: 0o755, uid: 0, gid: 0, mtimeSec: entry.mtimeSec, mtimeNsec: entry.mtimeNsec, xattrs: new Map() };
@@ -148,9 +147,9 @@ export class LayerApplier {
       } else if (child.kind === 'dir') {
         dir = child;
       } else if (child.kind === 'lnk') {
-        throw this.error(entry, `parent "${component}" is a symlink (entries may not be written through symlinks)`);
+        throw this.error(entry, `parent "${Buffer.from(key, 'latin1').toString()}" is a symlink (entries may not be written through symlinks)`);
       } else {
-        throw this.error(entry, `parent "${component}" is not a directory`);
+        throw this.error(entry, `parent "${Buffer.from(key, 'latin1').toString()}" is not a directory`);
       }
     }
     return dir;

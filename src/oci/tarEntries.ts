@@ -448,7 +448,9 @@ export async function* readLayerEntries(tarBytes: Readable, layerName: string, o
       pending = { records: globalRecords };
       if (built.type !== 'file' && built.sizeBytes > 0) options.onWarning?.(`${layerName}: entry ${showName(entryName)}: ${built.type} carries ${built.sizeBytes} bytes of data; ignored`);
       const body = new StreamEntryBody(bytes, built.sizeBytes, () => invalid(`truncated tar (ends inside or right after entry ${showName(entryName)})`));
-      yield { ...built, body };
+      const entry = built as LayerEntry;
+      entry.body = body;
+      yield entry;
       await body.finish(paddingBytes(built.sizeBytes));
     }
     // The end-of-archive marker (and the record padding after it) is read to the end: the stream's
