@@ -49,11 +49,26 @@ export function reportError(command: Command, error: unknown): never {
   const message = err instanceof Error ? err.message : String(error);
   // Written directly: oclif's error printer wraps long lines, and one line is what scripts grep.
   const bin = command.config.bin;
+  const line = message.split('\n')[0]!;
   if (code !== undefined && (EXPECTED_CODES.has(code) || OCI_ERROR_CODES.includes(code) || REGISTRY_ERROR_CODES.includes(code))) {
-    process.stderr.write(`${bin}: error: ${message.split('\n')[0]}\n`);
-    command.exit(2);
+    process.stderr.write(`${bin}: error: ${line}\n`);
+    exitWith(command, 2, { code, message: line });
   }
   if (process.env.DEBUG) console.error(err?.stack);
-  process.stderr.write(`${bin}: internal error (please report): ${message.split('\n')[0]}\n`);
-  command.exit(70);
+  process.stderr.write(`${bin}: internal error (please report): ${line}\n`);
+  exitWith(command, 70, { code: code ?? 'ERR_INTERNAL', message: line });
+}
+
+/**
+ * Exits with `status`. Under --json, standard output also gets `{"error": {code, message}}`: oclif
+ * would otherwise print its own exit exception there as the error and exit with 1, so a script
+ * could tell neither what failed nor bad input (2) from a bug (70). Writes to pipes and files are
+ * synchronous on Linux, so nothing is lost by exiting right after.
+ */
+function exitWith(command: Command, status: number, error: { code: string; message: string }): never {
+  if (command.jsonEnabled()) {
+    process.stdout.write(`${JSON.stringify({ error }, null, 2)}\n`);
+    process.exit(status);
+  }
+  command.exit(status);
 }

@@ -32,6 +32,22 @@ test('build: a missing source directory is one clear error and writes nothing', 
   });
 });
 
+test('--json on failure: stdout is a JSON error with the code and message, exit 2, the same one line on stderr', async () => {
+  await withTempDir(async (dir) => {
+    const result = await run('node', [...CLI, 'build', join(dir, 'nope'), '-o', join(dir, 'out'), '--json']);
+    assert.equal(result.code, 2, 'bad input exits 2 also under --json');
+    assertOneLineError(result, /nope: no such file or directory/);
+    const parsed = JSON.parse(result.stdout) as { error?: { code?: string; message?: string } };
+    assert.equal(parsed.error?.code, 'ERR_INVALID_IMAGE_SOURCE');
+    assert.match(parsed.error?.message ?? '', /nope: no such file or directory/);
+    // inspect shares the error path: a file that is no EROFS image.
+    await writeFile(join(dir, 'plain'), Buffer.alloc(8192, 0x41));
+    const inspected = await run('node', [...CLI, 'inspect', join(dir, 'plain'), '--json']);
+    assert.equal(inspected.code, 2);
+    assert.equal((JSON.parse(inspected.stdout) as { error: { code: string } }).error.code, 'ERR_EROFS_CORRUPT');
+  });
+});
+
 test('build: a file that is no image is refused', async () => {
   await withTempDir(async (dir) => {
     await writeFile(join(dir, 'file'), 'x');
