@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { build } from '../../src/build/build.js';
 import { digestOf } from '../../src/oci/digest.js';
@@ -118,6 +118,12 @@ test('pull: basic auth with the docker config file; a wrong password or no entry
       const refused = await withDockerConfig(bad, () => run('node', [...CLI, 'build', source, '-o', join(dir, 'out-bad')]));
       assertOneLineError(refused, new RegExp(`${registry.host}/private/app:v1: registry answered 401 Unauthorized for GET /v2/private/app/manifests/v1: .*check the credentials for ${registry.host} in ${bad}/config.json`));
       assert.deepEqual(await filesUnder(join(dir, 'out-bad')), []);
+
+      const broken = join(dir, 'broken');
+      await mkdir(broken);
+      await writeFile(join(broken, 'config.json'), '{"auths": {');
+      const unreadable = await withDockerConfig(broken, () => run('node', [...CLI, 'build', source, '-o', join(dir, 'out-broken')]));
+      assertOneLineError(unreadable, new RegExp(`^[\\w-]+: error: ${broken}/config.json: not valid JSON \\(.*\\) \\(reading the credentials for ${registry.host}\\)$`));
 
       const none = await withDockerConfig(join(dir, 'empty'), () => run('node', [...CLI, 'build', source, '-o', join(dir, 'out-none')]));
       assertOneLineError(none, new RegExp(`401 Unauthorized for GET /v2/private/app/manifests/v1: the registry wants credentials and ${dir}/empty/config.json has none for ${registry.host}`));

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import path from 'node:path';
-import { RegistryAuthError } from './errors.js';
+import { RegistryConfigError } from './errors.js';
 
 /** Credentials for one registry, as `docker login` stores them. */
 export type Credentials = { username: string; password: string } | { identityToken: string; username?: string };
@@ -32,7 +32,7 @@ export async function readDockerCredentials(registry: string, configPath: string
     throw error;
   }
   const bad = (problem: string): never => {
-    throw new RegistryAuthError(registry, 'read', configPath, 0, problem);
+    throw new RegistryConfigError(configPath, `${problem} (reading the credentials for ${registry})`);
   };
   let config: unknown;
   try {

@@ -68,7 +68,19 @@ export class RegistryArtifactError extends Error {
   }
 }
 
-export const REGISTRY_ERROR_CODES: readonly string[] = ['ERR_INVALID_REFERENCE', 'ERR_REGISTRY_HTTP', 'ERR_REGISTRY_AUTH', 'ERR_REGISTRY_UNREACHABLE', 'ERR_REGISTRY_ARTIFACT'];
+/** The docker config file (credentials) cannot be used: not JSON, a malformed `auths` entry. */
+export class RegistryConfigError extends Error {
+  readonly code = 'ERR_REGISTRY_CONFIG';
+  constructor(
+    readonly configPath: string,
+    readonly problem: string,
+  ) {
+    super(`${configPath}: ${problem}`);
+    this.name = 'RegistryConfigError';
+  }
+}
+
+export const REGISTRY_ERROR_CODES: readonly string[] = ['ERR_INVALID_REFERENCE', 'ERR_REGISTRY_HTTP', 'ERR_REGISTRY_AUTH', 'ERR_REGISTRY_UNREACHABLE', 'ERR_REGISTRY_ARTIFACT', 'ERR_REGISTRY_CONFIG'];
 
 const STATUS_TEXT: Record<number, string> = {
   400: 'Bad Request',

@@ -157,16 +157,24 @@ async function pushBlob(client: RegistryClient, layoutDir: string, blob: Descrip
   const local = await stat(file).catch(() => undefined);
   if (local?.size !== sizeBytes) throw new RegistryArtifactError(client.reference.text, `${file}: blob ${shortDigest(digest)} is missing or not ${sizeBytes} bytes in the layout`);
   const uploads = client.path('blobs/uploads/');
-  // A mount needs a repository that has the blob: asking each is cheaper than an upload session per try.
+  // A mount needs a repository that has the blob: asking each is cheaper than an upload session per
+  // try. Mounting is an optimization: a repository we may not read, or a registry that refuses to
+  // mount, leaves the plain upload below.
   for (const repository of mountFrom) {
-    if ((await client.headBlob(digest, repository)) !== sizeBytes) continue;
-    const response = await client.request('POST', `${uploads}?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(repository)}`, { headers: { 'content-length': '0' } });
+    const found = await client.headBlob(digest, repository).catch((error: unknown) => {
+      if (error instanceof RegistryHttpError) return undefined;
+      throw error;
+    });
+    if (found !== sizeBytes) continue;
+    const response = await client.request('POST', `${uploads}?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(repository)}`, { headers: { 'content-length': '0' }, allow: [401, 403, 404, 405] });
     if (response.status === 201) {
       await response.body?.cancel().catch(() => undefined);
       return { digest, sizeBytes, action: 'mounted' };
     }
     // 202: the registry would not mount and opened an upload session instead; use it.
-    return upload(client, response, digest, file, sizeBytes, counted);
+    if (response.status === 202) return upload(client, response, digest, file, sizeBytes, counted);
+    await response.body?.cancel().catch(() => undefined);
+    break;
   }
   const response = await client.request('POST', uploads, { headers: { 'content-length': '0' } });
   return upload(client, response, digest, file, sizeBytes, counted);
