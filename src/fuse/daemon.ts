@@ -18,6 +18,8 @@ export interface ControlResponse {
   error?: string;
   images?: string[];
   pid?: number;
+  /** Nodes the file system holds (ping): grows with what the kernel caches, shrinks as it forgets. */
+  nodes?: number;
 }
 
 function runChild(command: string, args: readonly string[], extraFd?: number): Promise<{ code: number; output: string }> {
@@ -96,7 +98,7 @@ export async function runDaemon(runtimeDir: string): Promise<void> {
   const handle = async (request: ControlRequest): Promise<ControlResponse> => {
     switch (request.op) {
       case 'ping':
-        return { ok: true, images: fs.imageIds, pid: process.pid };
+        return { ok: true, images: fs.imageIds, pid: process.pid, nodes: fs.nodeCount };
       case 'add':
         await fs.addImage(request.id, request.metadataImage, request.blobDirs === undefined ? {} : { blobDirs: request.blobDirs });
         log(`serving ${request.metadataImage} as ${request.id}`);

@@ -39,8 +39,14 @@ interface Node {
   backings: Backing[];
   attr: FuseAttr;
   kind: ErofsStat['kind'] | 'root';
-  /** Kernel references (lookups and readdirplus entries minus forgets); kept for diagnostics: nodeids are never reused. */
+  /**
+   * Kernel references (lookups and readdirplus entries minus forgets). At zero the node is dropped:
+   * the kernel no longer knows its nodeid (nodeids are never reused), so memory follows what the
+   * kernel caches rather than every file ever served.
+   */
   lookups: number;
+  /** The key of `byContent` that names this node, for a regular file that can be shared. */
+  contentKey?: string;
   /** Parent directory's nodeid, for ".." in readdir (directories are never shared, so there is one). */
   parent: bigint;
 }
@@ -197,7 +203,31 @@ export class MultiImageFs implements RequestHandler {
 
   private forget(nodeid: bigint, count: number): void {
     const node = this.nodes.get(nodeid);
-    if (node !== undefined) node.lookups = Math.max(0, node.lookups - count);
+    if (node === undefined || node === this.root) return;
+    node.lookups = Math.max(0, node.lookups - count);
+    if (node.lookups > 0) return;
+    this.nodes.delete(nodeid);
+    for (const { served, nid } of node.backings) this.byImageNid.delete(`${served.id}\0${nid}`);
+    if (node.contentKey !== undefined && this.byContent.get(node.contentKey) === node) this.byContent.delete(node.contentKey);
+  }
+
+  /** Number of nodes the file system holds (the root included). */
+  get nodeCount(): number {
+    return this.nodes.size;
+  }
+
+  /**
+   * The node of (image, nid) with one more kernel reference. A node the kernel forgot while it was
+   * being looked up (a FORGET handled during an await) is gone from the tables: look it up afresh.
+   */
+  private async referencedNode(served: ServedImage, nid: number, parent: bigint): Promise<Node> {
+    for (;;) {
+      const node = await this.nodeFor(served, nid, parent);
+      if (this.nodes.get(node.nodeid) === node) {
+        node.lookups++;
+        return node;
+      }
+    }
   }
 
   private attrOf(st: ErofsStat, ino: bigint, blockSizeBytes: number): FuseAttr {
@@ -274,7 +304,7 @@ export class MultiImageFs implements RequestHandler {
       }
     }
     const nodeid = this.nextNodeid++;
-    const node: Node = { nodeid, backings: [{ served, nid }], attr: this.attrOf(st, nodeid, served.image.blockSizeBytes), kind: st.kind, lookups: 0, parent };
+    const node: Node = { nodeid, backings: [{ served, nid }], attr: this.attrOf(st, nodeid, served.image.blockSizeBytes), kind: st.kind, lookups: 0, parent, contentKey };
     this.nodes.set(nodeid, node);
     if (contentKey !== undefined) this.byContent.set(contentKey, node);
     return node;
@@ -302,15 +332,14 @@ export class MultiImageFs implements RequestHandler {
     if (parent.kind === 'root') {
       const served = this.images.get(name.toString('latin1'));
       if (served === undefined) throw new FuseErrno(E.ENOENT, 'no such image');
-      node = await this.nodeFor(served, served.image.rootNid, FUSE_ROOT_ID);
+      node = await this.referencedNode(served, served.image.rootNid, FUSE_ROOT_ID);
     } else {
       if (parent.kind !== 'dir') throw new FuseErrno(E.ENOTDIR, 'lookup in a non-directory');
       const { served, nid } = this.backing(parent);
       const child = (await this.dirTable(served, nid)).get(name.toString('latin1'));
       if (child === undefined) throw new FuseErrno(E.ENOENT, 'no such entry');
-      node = await this.nodeFor(served, child, parent.nodeid);
+      node = await this.referencedNode(served, child, parent.nodeid);
     }
-    node.lookups++;
     return encodeEntryOut(node.nodeid, node.attr, VALIDITY);
   }
 
@@ -366,16 +395,15 @@ export class MultiImageFs implements RequestHandler {
       let node: Node | undefined;
       const dot = entry.nodeid !== undefined;
       if (nodeid === undefined && entry.served !== undefined) {
-        node = await this.nodeFor(entry.served, entry.nid ?? entry.served.image.rootNid, handle.node.nodeid);
+        const nid = entry.nid ?? entry.served.image.rootNid;
+        // readdirplus hands the kernel a reference; plain readdir only an inode number.
+        node = plus ? await this.referencedNode(entry.served, nid, handle.node.nodeid) : await this.nodeFor(entry.served, nid, handle.node.nodeid);
         nodeid = node.nodeid;
       }
       if (plus) {
         // "." and ".." carry nodeid 0: the kernel skips them and they count no lookup.
         if (dot || node === undefined) out.fill(0, used, used + ENTRY_OUT_SIZE_BYTES);
-        else {
-          writeEntryOut(out, used, node.nodeid, node.attr, VALIDITY);
-          node.lookups++;
-        }
+        else writeEntryOut(out, used, node.nodeid, node.attr, VALIDITY);
         writeDirent(out, used + ENTRY_OUT_SIZE_BYTES, nodeid ?? 0n, BigInt(index + 1), entry.name, MultiImageFs.dtype(entry.fileType));
       } else {
         writeDirent(out, used, nodeid ?? 0n, BigInt(index + 1), entry.name, MultiImageFs.dtype(entry.fileType));

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { copyFile, link, open, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { FuseMountResult, FuseUnmountResult } from '../../src/fuse/client.js';
+import { askDaemon, type FuseMountResult, type FuseUnmountResult } from '../../src/fuse/client.js';
 import { fusePaths } from '../../src/fuse/paths.js';
 import { readMountinfo } from '../../src/mount/mountinfo.js';
 import { run, runChecked } from '../helpers/exec.js';
@@ -102,6 +102,34 @@ test('two real images over FUSE: same tree as the kernel mount, one page cache c
     assert.equal(u1.daemonStopped, false, 'v1 still served');
     const u2 = await cliJson<FuseUnmountResult>(['umount', mntV1, ...rt()]);
     assert.equal(u2.daemonStopped, true, 'the last umount stops the daemon');
+  }
+  await assertAllReleased();
+});
+
+test('nodes the kernel forgets are dropped by the daemon; files read back the same afterwards and shared files are still one inode', async () => {
+  const mntBase = await mountpoint('fuse-forget-base');
+  const mntV1 = await mountpoint('fuse-forget-v1');
+  await cliJson<FuseMountResult>(['mount', '--fuse', built.base.metadataImage, mntBase, ...rt()]);
+  await cliJson<FuseMountResult>(['mount', '--fuse', built.v1.metadataImage, mntV1, ...rt()]);
+  const nodes = async (): Promise<number> => (await askDaemon(built.runtimeDir, { op: 'ping' }))?.nodes ?? -1;
+  try {
+    const before = await snapshotTree(mntV1);
+    const held = await nodes();
+    assert.ok(held > 1000, `after walking the tree the daemon holds a node per file (${held})`);
+    // Dropping the kernel's dentry and inode caches makes it send FORGET for every node it held.
+    await writeFile('/proc/sys/vm/drop_caches', '2\n');
+    let left = await nodes();
+    for (let i = 0; i < 100 && left > held / 10; i++) {
+      await sleep(100);
+      left = await nodes();
+    }
+    assert.ok(left >= 0 && left <= held / 10, `forgotten nodes are dropped: ${held} held before, ${left} after`);
+    assertTreesEqual(before, await snapshotTree(mntV1));
+    const shared = 'usr/bin/bash';
+    assert.equal((await stat(join(mntBase, shared))).ino, (await stat(join(mntV1, shared))).ino, 'looked up again, the shared file is one inode');
+  } finally {
+    await cliJson<FuseUnmountResult>(['umount', mntBase, ...rt()]);
+    await cliJson<FuseUnmountResult>(['umount', mntV1, ...rt()]);
   }
   await assertAllReleased();
 });
