@@ -6,6 +6,7 @@ import type { HashWorker } from './hashWorker.js';
 import path from 'node:path';
 
 const fsyncAsync = promisify(fsync);
+const WRITE_BUFFER_BYTES = 4 << 20;
 
 /**
  * A blob device being written: block-aligned chunks appended to a temporary file, which becomes
@@ -22,6 +23,10 @@ export class BlobWriter {
   private digestValid = true;
   private closed = false;
   private persisting: Promise<void> | undefined;
+  /** Written bytes not yet passed to the file: they belong at `pendingStartBytes`. */
+  private readonly pending = Buffer.allocUnsafe(WRITE_BUFFER_BYTES);
+  private pendingStartBytes = 0;
+  private pendingBytes = 0;
 
   private constructor(
     /** Computes the blob digest from what `updateDigest` and the chunker feed it. */
@@ -49,12 +54,42 @@ export class BlobWriter {
   /**
    * Writes bytes at `positionBytes` (≥ the committed end) without committing them. The running
    * digest only follows writes that extend the committed end in order.
+   *
+   * Writes go through a buffer of a few MiB: a layer of small files makes thousands of chunk
+   * writes, and one system call per chunk cost more than the copy. A write behind the buffered
+   * end replaces what follows it (a chunk written tentatively and taken back is overwritten).
    */
   async writeAt(bytes: Uint8Array, positionBytes: number): Promise<void> {
+    const pendingEnd = this.pendingStartBytes + this.pendingBytes;
+    if (positionBytes >= this.pendingStartBytes && positionBytes <= pendingEnd && positionBytes + bytes.length <= this.pendingStartBytes + this.pending.length) {
+      this.pending.set(bytes, positionBytes - this.pendingStartBytes);
+      this.pendingBytes = positionBytes - this.pendingStartBytes + bytes.length;
+      return;
+    }
+    this.flushPending();
+    if (bytes.length >= this.pending.length) {
+      this.writeFully(bytes, positionBytes);
+      this.pendingStartBytes = positionBytes + bytes.length;
+      return;
+    }
+    this.pendingStartBytes = positionBytes;
+    this.pending.set(bytes, 0);
+    this.pendingBytes = bytes.length;
+  }
+
+  private writeFully(bytes: Uint8Array, positionBytes: number): void {
     let written = 0;
     while (written < bytes.length) {
       written += writeSync(this.fd, bytes, written, bytes.length - written, positionBytes + written);
     }
+  }
+
+  /** Writes out what is buffered (before reading the file back or finishing it). */
+  private flushPending(): void {
+    if (this.pendingBytes === 0) return;
+    this.writeFully(this.pending.subarray(0, this.pendingBytes), this.pendingStartBytes);
+    this.pendingStartBytes += this.pendingBytes;
+    this.pendingBytes = 0;
   }
 
   /**
@@ -90,6 +125,7 @@ export class BlobWriter {
    * `persisted` before anything refers to the blob by name; until then `abort` still removes it.
    */
   async finish(): Promise<{ path: string; digest: string; sizeBytes: number; blocks: number; persisted: Promise<void> }> {
+    this.flushPending();
     ftruncateSync(this.fd, this.endBytes);
     let digest: string;
     if (this.digestValid) {
