@@ -13,6 +13,13 @@ export const EROFS_METADATA_MEDIA_TYPE = 'application/vnd.erofs.layer.v1';
 export const EROFS_BLOB_MEDIA_TYPE = 'application/vnd.erofs.blob.v1';
 export const ANNOTATION_ROLE = 'io.mkfs-erofs-ts.erofs.role';
 export const ANNOTATION_DEVICE_ID = 'io.mkfs-erofs-ts.erofs.device-id';
+/**
+ * A blob's object index (the small EROFS image that sharing mounts on 6.5+ kernels stack under the
+ * metadata image): a layer of its own, so a pushed and pulled artifact mounts with sharing too.
+ * Annotated with the blob it indexes.
+ */
+export const EROFS_OBJECT_INDEX_MEDIA_TYPE = 'application/vnd.erofs.object-index.v1';
+export const ANNOTATION_BLOB = 'io.mkfs-erofs-ts.erofs.blob';
 const MANIFEST_MEDIA_TYPE = 'application/vnd.oci.image.manifest.v1+json';
 const CONFIG_MEDIA_TYPE = 'application/vnd.oci.image.config.v1+json';
 const INDEX_MEDIA_TYPE = 'application/vnd.oci.image.index.v1+json';
@@ -88,6 +95,16 @@ export async function addErofsImageToLayout(layoutDir: string, artifact: ErofsAr
     const digest = `sha256:${path.basename(blobPath)}`;
     await placeBlob(layoutDir, blobPath, digest);
     layers.push({ mediaType: EROFS_BLOB_MEDIA_TYPE, digest, size: (await stat(blobPath)).size, annotations: { [ANNOTATION_ROLE]: 'device', [ANNOTATION_DEVICE_ID]: String(i + 1) } });
+  }
+  // The store keeps a blob's object index at STORE/objects/HEX.erofs beside STORE/blobs/sha256/HEX
+  // (where erofs mount looks for it); a blob without files to share has none.
+  for (const blobPath of artifact.blobPaths) {
+    const hex = path.basename(blobPath);
+    const objectIndexPath = path.join(path.dirname(path.dirname(path.dirname(blobPath))), 'objects', `${hex}.erofs`);
+    if (!(await stat(objectIndexPath).then((stats) => stats.isFile(), () => false))) continue;
+    const objectIndex = await sha256OfFile(objectIndexPath);
+    await placeBlob(layoutDir, objectIndexPath, objectIndex.digest);
+    layers.push({ mediaType: EROFS_OBJECT_INDEX_MEDIA_TYPE, digest: objectIndex.digest, size: objectIndex.size, annotations: { [ANNOTATION_ROLE]: 'object-index', [ANNOTATION_BLOB]: `sha256:${hex}` } });
   }
   const source = artifact.sourceConfig ?? {};
   const config = {

@@ -24,8 +24,10 @@ test('the build output is an OCI layout skopeo can inspect and copy', async () =
     };
     assert.deepEqual(
       raw.layers.map((l) => l.mediaType),
-      ['application/vnd.erofs.layer.v1', 'application/vnd.erofs.blob.v1'],
+      ['application/vnd.erofs.layer.v1', 'application/vnd.erofs.blob.v1', 'application/vnd.erofs.object-index.v1'],
     );
+    // The blob's object index (for sharing mounts) travels with the image, naming its blob.
+    assert.equal((raw.layers[2] as { annotations?: Record<string, string> }).annotations?.['io.mkfs-erofs-ts.erofs.blob'], result.blobDigests[0]);
     assert.equal(raw.layers[1]!.digest, result.blobDigests[0]);
     const metadataBytes = await readFile(result.metadataImage);
     assert.equal(raw.layers[0]!.size, metadataBytes.length);

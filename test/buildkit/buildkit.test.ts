@@ -10,6 +10,7 @@ import { realImages } from '../helpers/realImages.js';
 import { assertTreesEqual, snapshotTree, type TreeSnapshot } from '../helpers/tree.js';
 import { DOCKER, DOCKERD, mountsBelow, processesNaming, withDockerd, type Dockerd } from './dockerd.js';
 import { writeBuildkitStyleOciArchive } from './ociArchive.js';
+import { smallTar, writeLayout } from '../oci/helpers.js';
 
 const CLI = join(process.cwd(), 'bin', 'run.js');
 const TAG = 'erofs-buildkit-test:latest';
@@ -148,9 +149,10 @@ describe('buildkit: a real BuildKit (Debian docker.io) piped into the hook', () 
     }
   });
 
-  test('docker build --output type=tar,dest=- | buildkit -o OUT mounts as the image built', async () => {
+  test('docker build --output type=tar,dest=- | buildkit -o OUT mounts as the image built, streamed (no temporary copy)', async () => {
     const out = join(work, 'out-tar');
-    await pipeChecked(`DOCKER_BUILDKIT=1 ${DOCKER} -H ${dockerd.host} build -o type=tar,dest=- ${join(work, 'context')} | node ${CLI} buildkit -o ${out}`);
+    // TMPDIR names no directory: the root filesystem must stream into the conversion, never to a temporary file.
+    await pipeChecked(`DOCKER_BUILDKIT=1 ${DOCKER} -H ${dockerd.host} build -o type=tar,dest=- ${join(work, 'context')} | TMPDIR=${join(work, 'no-such-tmp')} node ${CLI} buildkit -o ${out}`);
     assertTreesEqual(expected, await mountedTree(out, 'image'), ignoreRootMtime);
   });
 
@@ -196,8 +198,10 @@ describe('buildkit: a real BuildKit (Debian docker.io) piped into the hook', () 
     assert.equal(index.manifests.length, 1);
     const manifest = JSON.parse(await readFile(join(layout, 'blobs', 'sha256', index.manifests[0]!.digest.slice(7)), 'utf8')) as LayoutManifest;
     const blobPath = (digest: string) => join(layout, 'blobs', 'sha256', digest.slice(7));
-    const [metadata, ...devices] = manifest.layers;
+    const [metadata, ...rest] = manifest.layers;
     assert.equal(metadata?.annotations?.['io.mkfs-erofs-ts.erofs.role'], 'metadata');
+    // The devices; the blobs' object indexes (role object-index) follow them and are no devices.
+    const devices = rest.filter((layer) => layer.annotations?.['io.mkfs-erofs-ts.erofs.role'] === 'device');
     devices.sort((a, b) => Number(a.annotations?.['io.mkfs-erofs-ts.erofs.device-id']) - Number(b.annotations?.['io.mkfs-erofs-ts.erofs.device-id']));
     const tree = await withKernelMount(blobPath(metadata!.digest), devices.map((d) => blobPath(d.digest)), (mountpoint) => snapshotTree(mountpoint));
     assertTreesEqual(expected, tree, ignoreRootMtime);
@@ -240,7 +244,38 @@ describe('buildkit: a real BuildKit (Debian docker.io) piped into the hook', () 
   });
 });
 
-describe('buildkit: bad input without a daemon', () => {
+describe('buildkit: without a daemon', () => {
+  test('a root filesystem tar streams into the conversion (no temporary directory); cut short it is one error line and no output', async () => {
+    const work = await mkdtemp(join(tmpdir(), 'erofs-test-buildkit-'));
+    try {
+      const root = join(work, 'root');
+      await makeRootfs(root);
+      const tarFile = join(work, 'rootfs.tar');
+      await runChecked('tar', ['-C', root, '--numeric-owner', '--xattrs', '--xattrs-include=*', '-cf', tarFile, '.']);
+      const noTmp = `TMPDIR=${join(work, 'no-such-tmp')}`;
+      const out = join(work, 'out');
+      await pipeChecked(`cat ${tarFile} | ${noTmp} node ${CLI} buildkit -o ${out} --name rootfs`);
+      assertTreesEqual(await snapshotTree(root), await mountedTree(out, 'rootfs'), ignoreRootMtime);
+      // An archive still needs its copy: with no temporary directory it fails, clearly.
+      const layout = join(work, 'layout');
+      await writeLayout(layout, [{ tag: 'v1', layers: [{ tar: smallTar('archived'), compression: 'gzip' }] }]);
+      const archive = join(work, 'oci.tar');
+      await runChecked('tar', ['-C', layout, '-cf', archive, 'oci-layout', 'blobs', 'index.json']);
+      const refused = await pipe(`${noTmp} node ${CLI} buildkit -o ${join(work, 'out-archive')} < ${archive}`);
+      assertOneLineError(refused, /no-such-tmp/);
+      const cut = join(work, 'cut.tar');
+      await runChecked('cp', [tarFile, cut]);
+      await truncate(cut, Math.floor((await stat(tarFile)).size / 2));
+      const cutOut = join(work, 'out-cut');
+      const r = await pipe(`${noTmp} node ${CLI} buildkit -o ${cutOut} < ${cut}`);
+      assertOneLineError(r, /^mkfs-erofs-ts: error: standard input: truncated tar/);
+      assert.deepEqual(await filesUnder(cutOut), [], 'no partial output');
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  });
+
+
   test('garbage and empty stdin: one error line naming standard input, no output', async () => {
     const work = await mkdtemp(join(tmpdir(), 'erofs-test-buildkit-'));
     try {

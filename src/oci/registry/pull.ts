@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { DigestCheck, shortDigest } from '../digest.js';
 import { JsonContext, parseDescriptor, platformText, type Descriptor } from '../json.js';
 import { INDEX_MEDIA_TYPES } from '../mediaTypes.js';
-import { EROFS_BLOB_MEDIA_TYPE, EROFS_METADATA_MEDIA_TYPE } from '../outputLayout.js';
+import { ANNOTATION_BLOB, EROFS_BLOB_MEDIA_TYPE, EROFS_METADATA_MEDIA_TYPE, EROFS_OBJECT_INDEX_MEDIA_TYPE } from '../outputLayout.js';
 import type { Platform } from '../types.js';
 import { RegistryClient, type RegistryClientOptions } from './client.js';
 import { RegistryArtifactError } from './errors.js';
@@ -27,6 +27,8 @@ export interface PullResult {
   metadataImage: string;
   /** In device-table order: `OUTDIR/blobs/sha256/HEX`, where `erofs mount` and `inspect` look. */
   blobs: string[];
+  /** `OUTDIR/objects/HEX.erofs`: the blobs' object indexes, for sharing mounts (when the artifact has them). */
+  objectIndexes: string[];
   /** Blob bytes fetched (blobs already in OUTDIR are not fetched again). */
   downloadedBytes: number;
 }
@@ -58,11 +60,19 @@ export async function pullErofsArtifact(spec: string, outputDir: string, options
   const file = new JsonContext(`${reference.text}: manifest ${shortDigest(manifest.digest)}`);
   const parsed = file.object(file.parse(manifest.bytes), '');
   const layers = file.array(parsed['layers'], 'layers').map((value, i) => parseDescriptor(file, value, `layers[${i}]`));
-  const [metadata, ...blobs] = layers;
-  if (metadata?.mediaType !== EROFS_METADATA_MEDIA_TYPE || blobs.some((blob) => blob.mediaType !== EROFS_BLOB_MEDIA_TYPE)) {
+  // The metadata image, its blobs in device order, then (optionally) the blobs' object indexes.
+  const [metadata, ...rest] = layers;
+  const blobs = rest.filter((layer) => layer.mediaType === EROFS_BLOB_MEDIA_TYPE);
+  const objectIndexes = rest.filter((layer) => layer.mediaType === EROFS_OBJECT_INDEX_MEDIA_TYPE);
+  if (metadata?.mediaType !== EROFS_METADATA_MEDIA_TYPE || blobs.length + objectIndexes.length !== rest.length) {
     const found = layers.map((layer) => layer.mediaType).join(', ') || 'no layers';
     throw new RegistryArtifactError(reference.text, `not an EROFS artifact (layers: ${found}; expected ${EROFS_METADATA_MEDIA_TYPE} then ${EROFS_BLOB_MEDIA_TYPE}): push one with build --push, or build this image from docker://${reference.text}`);
   }
+  const indexed = objectIndexes.map((layer, i) => {
+    const blob = layer.annotations[ANNOTATION_BLOB];
+    if (blob === undefined || !blobs.some((b) => b.digest.text === blob)) throw new RegistryArtifactError(reference.text, `object index ${i + 1} does not name one of the artifact's blobs (${ANNOTATION_BLOB}: ${JSON.stringify(blob)})`);
+    return { layer, blobHex: blob.slice('sha256:'.length) };
+  });
   const name = fileName(options.name ?? imageNameOf(reference));
   const blobDir = path.join(outputDir, 'blobs', 'sha256');
   await mkdir(blobDir, { recursive: true });
@@ -72,7 +82,7 @@ export async function pullErofsArtifact(spec: string, outputDir: string, options
   const fetchTo = async (descriptor: Descriptor, target: string, role: string): Promise<void> => {
     const existing = await stat(target).catch(() => undefined);
     // Blob files are named by their digest: one of the right size is the same blob (an earlier pull or build).
-    if (role !== 'metadata image' && existing?.isFile() === true && existing.size === descriptor.sizeBytes) return;
+    if (role.startsWith('blob ') && existing?.isFile() === true && existing.size === descriptor.sizeBytes) return;
     const temp = `${target}${suffix}`;
     renames.push([temp, target]);
     const check = new DigestCheck({ subject: `${reference.text}: ${role} ${shortDigest(descriptor.digest.text)}`, kind: 'digest', expected: descriptor.digest, expectedSizeBytes: descriptor.sizeBytes });
@@ -84,11 +94,14 @@ export async function pullErofsArtifact(spec: string, outputDir: string, options
       if (blob.digest.algorithm !== 'sha256') throw new RegistryArtifactError(reference.text, `blob ${i + 1} is named by ${blob.digest.algorithm}; device tags are sha256 hex`);
       await fetchTo(blob, path.join(blobDir, blob.digest.hex), `blob ${i + 1}/${blobs.length}`);
     }
+    if (indexed.length > 0) await mkdir(path.join(outputDir, 'objects'), { recursive: true });
+    // Where erofs mount looks for them: OUTDIR/objects/HEX.erofs, HEX the blob's.
+    for (const [i, { layer, blobHex }] of indexed.entries()) await fetchTo(layer, path.join(outputDir, 'objects', `${blobHex}.erofs`), `object index ${i + 1}/${indexed.length}`);
     await fetchTo(metadata, path.join(outputDir, `${name}.erofs`), 'metadata image');
     for (const [temp, target] of renames) await rename(temp, target);
   } catch (error) {
     await Promise.all(renames.map(([temp]) => rm(temp, { force: true })));
     throw error;
   }
-  return { name, reference: reference.text, manifestDigest: manifest.digest, metadataImage: path.join(outputDir, `${name}.erofs`), blobs: blobs.map((blob) => path.join(blobDir, blob.digest.hex)), downloadedBytes };
+  return { name, reference: reference.text, manifestDigest: manifest.digest, metadataImage: path.join(outputDir, `${name}.erofs`), blobs: blobs.map((blob) => path.join(blobDir, blob.digest.hex)), objectIndexes: indexed.map(({ blobHex }) => path.join(outputDir, 'objects', `${blobHex}.erofs`)), downloadedBytes };
 }
