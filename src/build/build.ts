@@ -264,8 +264,9 @@ export interface BuildReport {
  * Builds every image the sources name: directories, OCI layouts (`DIR` for all images, `DIR:TAG`
  * for one), OCI archives, docker-save archives and single layer tarballs. All share one store, so
  * images built together (or after each other into the same store) share blobs and chunks.
+ * An already opened {@link ImageSource} may stand for a spec (a layer streamed from standard input).
  */
-export async function build(specs: readonly string[], options: BuildOptions): Promise<BuildReport> {
+export async function build(specs: readonly (string | ImageSource)[], options: BuildOptions): Promise<BuildReport> {
   const prepared = await prepare(options);
   const images: BuildResult[] = [];
   const notes: string[] = [];
@@ -277,6 +278,10 @@ export async function build(specs: readonly string[], options: BuildOptions): Pr
     return name;
   };
   for (const spec of specs) {
+    if (typeof spec !== 'string') {
+      await buildSourceImages(spec);
+      continue;
+    }
     const probed = await probeImageSource(spec).catch((error: NodeJS.ErrnoException) => {
       if (error.code === 'ENOENT') throw new InvalidImageSourceError(spec, 'no such file or directory');
       throw error;
@@ -288,7 +293,11 @@ export async function build(specs: readonly string[], options: BuildOptions): Pr
       images.push(await buildDirectory(prepared, probed.path, name, options));
       continue;
     }
-    const source = await openImageSource(spec, options.platform === undefined ? {} : { platform: options.platform });
+    await buildSourceImages(await openImageSource(spec, options.platform === undefined ? {} : { platform: options.platform }));
+  }
+  return { store: prepared.store.dir, images, notes };
+
+  async function buildSourceImages(source: ImageSource): Promise<void> {
     notes.push(...source.notes);
     // Several platforms of one image share its name; the platform tells their results apart.
     const perPlatform = options.platform === 'all' && source.images.length > 1;
@@ -299,5 +308,4 @@ export async function build(specs: readonly string[], options: BuildOptions): Pr
       images.push(await buildOciImage(prepared, source, image, uniqueName(wanted), options));
     }
   }
-  return { store: prepared.store.dir, images, notes };
 }

@@ -16,3 +16,5 @@ export {
   isOciError,
 } from './errors.js';
 export { SUPPORTED_LAYER_MEDIA_TYPES, layerCompression, type Compression } from './mediaTypes.js';
+export { singleLayerStreamSource } from './streamSource.js';
+export { firstMemberName } from './tarHeader.js';

@@ -316,3 +316,42 @@ export function decodePaxRecords(data: Uint8Array, offsetBytes: number): Map<str
   }
   return records;
 }
+
+/**
+ * The name of the first member of a tar that starts with `head`, with PAX `path` and GNU long names
+ * applied: 'more' when `head` ends before the name is known, undefined when `head` does not start
+ * like a tar (or the tar is empty). For telling what a stream is from its first bytes.
+ */
+export function firstMemberName(head: Uint8Array): string | 'more' | undefined {
+  const bytes = Buffer.from(head.buffer, head.byteOffset, head.byteLength);
+  let offset = 0;
+  let longName: string | undefined;
+  for (;;) {
+    if (bytes.length < offset + TAR_BLOCK_BYTES) return 'more';
+    const block = bytes.subarray(offset, offset + TAR_BLOCK_BYTES);
+    if (isZeroBlock(block)) return undefined;
+    let header: TarHeader;
+    try {
+      header = decodeTarHeader(block, offset);
+    } catch {
+      return undefined;
+    }
+    const flag = header.typeflag;
+    if (flag !== TYPEFLAG.paxLocal && flag !== TYPEFLAG.paxGlobal && flag !== TYPEFLAG.gnuLongName && flag !== TYPEFLAG.gnuLongLink) return longName ?? header.name;
+    if (header.sizeBytes > MAX_PAX_BYTES) return undefined;
+    const dataEnd = offset + TAR_BLOCK_BYTES + header.sizeBytes;
+    if (bytes.length < dataEnd) return 'more';
+    const data = bytes.subarray(offset + TAR_BLOCK_BYTES, dataEnd);
+    if (flag === TYPEFLAG.gnuLongName) {
+      const nul = data.indexOf(0);
+      longName = data.toString('latin1', 0, nul < 0 ? data.length : nul);
+    } else if (flag === TYPEFLAG.paxLocal) {
+      try {
+        longName = decodePaxRecords(data, offset).get('path')?.toString('latin1') ?? longName;
+      } catch {
+        return undefined;
+      }
+    }
+    offset = dataEnd + paddingBytes(header.sizeBytes);
+  }
+}
