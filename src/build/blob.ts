@@ -59,7 +59,7 @@ export class BlobWriter {
    * writes, and one system call per chunk cost more than the copy. A write behind the buffered
    * end replaces what follows it (a chunk written tentatively and taken back is overwritten).
    */
-  async writeAt(bytes: Uint8Array, positionBytes: number): Promise<void> {
+  writeAt(bytes: Uint8Array, positionBytes: number): void {
     const pendingEnd = this.pendingStartBytes + this.pendingBytes;
     if (positionBytes >= this.pendingStartBytes && positionBytes <= pendingEnd && positionBytes + bytes.length <= this.pendingStartBytes + this.pending.length) {
       this.pending.set(bytes, positionBytes - this.pendingStartBytes);
@@ -101,7 +101,7 @@ export class BlobWriter {
     const padded = Math.ceil(dataBytes / this.blockSizeBytes) * this.blockSizeBytes;
     if (padded > dataBytes) {
       const zeros = Buffer.alloc(padded - dataBytes);
-      await this.writeAt(zeros, this.endBytes + dataBytes);
+      this.writeAt(zeros, this.endBytes + dataBytes);
       await this.hashes.update(zeros, true, false);
     }
     this.endBytes += padded;

@@ -10,8 +10,11 @@ export interface ChunkDictionary {
   set(key: string, index: ChunkIndex): void;
 }
 
-/** Positional reads of one source file. */
-export type ReadAt = (buffer: Buffer, offsetInBuffer: number, lengthBytes: number, positionBytes: number) => Promise<number>;
+/**
+ * Positional reads of one source file: how many bytes were read (0 at the end), as a number when
+ * they were at hand (a file read, bytes already buffered) so the caller need not wait a turn.
+ */
+export type ReadAt = (buffer: Buffer, offsetInBuffer: number, lengthBytes: number, positionBytes: number) => number | Promise<number>;
 
 /**
  * Per-file chunk size policy. `fixed`: every file uses the base chunk size. `tune`: a file none of
@@ -111,27 +114,39 @@ export class Chunker {
     return { data: { kind: 'chunks', sizeBytes, chunkBits, chunks }, contentSha256 };
   }
 
-  private async readFully(sourcePath: string, readAt: ReadAt, target: Buffer, positionBytes: number, expectedTotal: number): Promise<void> {
-    let done = 0;
+  /** Fills `target`; synchronous (undefined) while the reads are, a promise once one is not. */
+  private readFully(sourcePath: string, readAt: ReadAt, target: Buffer, positionBytes: number, expectedTotal: number, doneBytes = 0): Promise<void> | undefined {
+    let done = doneBytes;
     while (done < target.length) {
-      const got = await readAt(target, done, target.length - done, positionBytes + done);
+      const got = readAt(target, done, target.length - done, positionBytes + done);
+      if (typeof got !== 'number') {
+        const before = done;
+        return got.then((bytes) => {
+          if (bytes === 0) throw new SourceChangedError(sourcePath, expectedTotal, positionBytes + before);
+          return this.readFully(sourcePath, readAt, target, positionBytes, expectedTotal, before + bytes);
+        });
+      }
       if (got === 0) throw new SourceChangedError(sourcePath, expectedTotal, positionBytes + done);
       done += got;
     }
+    return undefined;
   }
 
   private async wholeChunk(sourcePath: string, readAt: ReadAt, offset: number, lengthBytes: number): Promise<ChunkIndex> {
     const bytes = this.buffer.subarray(0, lengthBytes);
-    await this.readFully(sourcePath, readAt, bytes, offset, offset + lengthBytes);
+    const reading = this.readFully(sourcePath, readAt, bytes, offset, offset + lengthBytes);
+    if (reading !== undefined) await reading;
     if (isAllZero(bytes)) {
-      await this.hashes.update(bytes, false, true);
+      const hashing = this.hashes.update(bytes, false, true);
+      if (hashing !== undefined) await hashing;
       this.stats.holeChunks++;
       return { deviceId: 0, blkaddr: null };
     }
     const key = `${blake3(bytes).toString('hex')}:${lengthBytes}`;
     const known = this.dictionary.get(key);
     if (known !== undefined) {
-      await this.hashes.update(bytes, false, true);
+      const hashing = this.hashes.update(bytes, false, true);
+      if (hashing !== undefined) await hashing;
       this.stats.chunksReused++;
       this.stats.bytesReused += lengthBytes;
       return known;
@@ -140,9 +155,13 @@ export class Chunker {
     const paddedBytes = Math.ceil(lengthBytes / this.blob.blockSizeBytes) * this.blob.blockSizeBytes;
     const padded = this.buffer.subarray(0, paddedBytes).fill(0, lengthBytes);
     const start = this.blob.nextBlkaddr * this.blob.blockSizeBytes;
-    await this.blob.writeAt(padded, start);
-    await this.hashes.update(bytes, true, true);
-    if (paddedBytes > lengthBytes) await this.hashes.update(padded.subarray(lengthBytes), true, false);
+    this.blob.writeAt(padded, start);
+    const hashing = this.hashes.update(bytes, true, true);
+    if (hashing !== undefined) await hashing;
+    if (paddedBytes > lengthBytes) {
+      const hashingPadding = this.hashes.update(padded.subarray(lengthBytes), true, false);
+      if (hashingPadding !== undefined) await hashingPadding;
+    }
     const index = { deviceId: this.deviceId, blkaddr: await this.blob.commitChunk(paddedBytes) };
     this.dictionary.set(key, index);
     this.written.push({ key, blkaddr: index.blkaddr });
@@ -161,7 +180,7 @@ export class Chunker {
       await this.readFully(sourcePath, readAt, piece, offset + done, offset + lengthBytes);
       hasher.update(piece);
       if (allZero && !isAllZero(piece)) allZero = false;
-      await this.blob.writeAt(piece, start + done);
+      this.blob.writeAt(piece, start + done);
       // Tentatively into the blob digest too: if the chunk is dropped, the blob digest is invalidated.
       await this.hashes.update(piece, true, true);
       done += piece.length;

@@ -87,11 +87,17 @@ export class HashWorker {
     });
   }
 
-  /** Feeds bytes to the blob digest, the current file's digest, or both (a copy is queued: the caller may reuse its buffer at once). */
-  async update(bytes: Uint8Array, blob: boolean, file: boolean): Promise<void> {
+  /**
+   * Feeds bytes to the blob digest, the current file's digest, or both (a copy is queued: the caller
+   * may reuse its buffer at once). Returns a promise only when it has to wait for a batch buffer.
+   */
+  update(bytes: Uint8Array, blob: boolean, file: boolean, fromBytes = 0): Promise<void> | undefined {
     const feeds = (blob ? FEEDS_BLOB : 0) | (file ? FEEDS_FILE : 0);
-    for (let at = 0; at < bytes.length; ) {
-      if (this.batchBytes === BATCH_BYTES) await this.flush();
+    for (let at = fromBytes; at < bytes.length; ) {
+      if (this.batchBytes === BATCH_BYTES) {
+        const flushing = this.flush();
+        if (flushing !== undefined) return flushing.then(() => this.update(bytes, blob, file, at));
+      }
       const take = Math.min(bytes.length - at, BATCH_BYTES - this.batchBytes);
       this.batch.set(bytes.subarray(at, at + take), this.batchBytes);
       this.batchBytes += take;
@@ -101,6 +107,7 @@ export class HashWorker {
       if (last >= 0 && this.ops[last] === feeds) this.ops[last + 1]! += take;
       else this.ops.push(feeds, take);
     }
+    return undefined;
   }
 
   /** Ends the current file; resolves with its content SHA-256 once the worker has hashed it. */
@@ -110,18 +117,27 @@ export class HashWorker {
     return new Promise((resolve, reject) => this.fileWaiters.push({ resolve, reject }));
   }
 
-  /** Sends what is batched (waiting for a free buffer first when all are out). */
-  async flush(): Promise<void> {
-    if (this.ops.length === 0) return;
+  /** Sends what is batched; returns a promise only when every batch buffer is out and one must come back first. */
+  flush(): Promise<void> | undefined {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (this.ops.length === 0) return undefined;
     const buffer = this.batch.buffer as ArrayBuffer;
-    const ops = this.ops;
+    // A typed array crosses to the worker as one copy; a plain array is cloned element by element.
+    const ops = Int32Array.from(this.ops);
     this.ops = [];
     this.batchBytes = 0;
     this.inFlight++;
-    this.worker.postMessage({ buffer, ops }, [buffer]);
-    while (this.free.length === 0 && this.failure === undefined) await new Promise<void>((resolve) => this.bufferWaiters.push(resolve));
-    if (this.failure !== undefined) throw this.failure;
-    this.batch = new Uint8Array(this.free.pop()!);
+    this.worker.postMessage({ buffer, ops }, [buffer, ops.buffer]);
+    const free = this.free.pop();
+    if (free !== undefined) {
+      this.batch = new Uint8Array(free);
+      return undefined;
+    }
+    return (async () => {
+      while (this.free.length === 0 && this.failure === undefined) await new Promise<void>((resolve) => this.bufferWaiters.push(resolve));
+      if (this.failure !== undefined) throw this.failure;
+      this.batch = new Uint8Array(this.free.pop()!);
+    })();
   }
 
   /** Waits until every file ended so far has its digest. */

@@ -55,9 +55,11 @@ export interface LayerEntry {
 export interface EntryBody extends AsyncIterable<Buffer> {
   /**
    * Copies the next bytes of the body into `target` (at most `lengthBytes`) and returns how many:
-   * 0 only at the end of the body. A tar that ends inside the body rejects with InvalidLayerError.
+   * 0 only at the end of the body. Bytes already received are copied at once (a number is
+   * returned); otherwise a promise waits for the stream. A tar that ends inside the body fails
+   * with InvalidLayerError.
    */
-  read(target: Uint8Array, offsetInTarget: number, lengthBytes: number): Promise<number>;
+  read(target: Uint8Array, offsetInTarget: number, lengthBytes: number): number | Promise<number>;
 }
 
 export interface ReadLayerEntriesOptions {
@@ -301,6 +303,11 @@ class StreamBytes {
     return true;
   }
 
+  /** Bytes ready to take without waiting. */
+  ready(): number {
+    return this.chunk.length - this.at;
+  }
+
   /** Up to `maxBytes` of what is ready, as a view (call {@link more} first). */
   take(maxBytes: number): Buffer {
     const end = Math.min(this.chunk.length, this.at + maxBytes);
@@ -342,17 +349,19 @@ class StreamEntryBody implements EntryBody {
     this.leftBytes = sizeBytes;
   }
 
-  async read(target: Uint8Array, offsetInTarget: number, lengthBytes: number): Promise<number> {
-    let copied = 0;
+  read(target: Uint8Array, offsetInTarget: number, lengthBytes: number): number | Promise<number> {
     const wanted = Math.min(lengthBytes, this.leftBytes);
-    while (copied < wanted) {
-      if (!(await this.bytes.more())) throw this.truncated();
-      const view = this.bytes.take(wanted - copied);
-      target.set(view, offsetInTarget + copied);
-      copied += view.length;
+    if (wanted === 0) return 0;
+    if (this.bytes.ready() === 0) {
+      return this.bytes.more().then((more) => {
+        if (!more) throw this.truncated();
+        return this.read(target, offsetInTarget, lengthBytes);
+      });
     }
-    this.leftBytes -= copied;
-    return copied;
+    const view = this.bytes.take(wanted);
+    target.set(view, offsetInTarget);
+    this.leftBytes -= view.length;
+    return view.length;
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Buffer> {

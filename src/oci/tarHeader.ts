@@ -83,8 +83,9 @@ export function isZeroBlock(block: Uint8Array): boolean {
   return block.length === TAR_BLOCK_BYTES && ZERO_BLOCK.equals(block);
 }
 
-function field(block: Uint8Array, f: { offset: number; length: number }): Buffer {
-  return Buffer.from(block.buffer, block.byteOffset + f.offset, f.length);
+function hasMagic(block: Uint8Array, magic: Buffer): boolean {
+  for (let i = 0; i < MAGIC.length; i++) if (block[MAGIC.offset + i] !== magic[i]) return false;
+  return true;
 }
 
 /** A NUL-terminated (or full-width) string field, as a byte string. */
@@ -101,29 +102,29 @@ function decodeString(block: Buffer, f: { offset: number; length: number }): str
  * values exist only for pre-1970 mtimes.
  */
 function decodeNumber(block: Uint8Array, f: { offset: number; length: number }, name: string, offsetBytes: number): number {
-  const bytes = field(block, f);
-  const first = bytes[0] ?? 0;
+  const first = block[f.offset]!;
+  const limit = f.offset + f.length;
   if ((first & 0x80) !== 0) {
     const negative = first === 0xff;
     if (!negative && first !== 0x80) throw new TarFormatError(`${name} field has an invalid base-256 marker`, offsetBytes);
     let value = 0n;
-    for (let i = 1; i < bytes.length; i++) value = (value << 8n) | BigInt(negative ? 0xff - (bytes[i] ?? 0) : bytes[i] ?? 0);
+    for (let i = f.offset + 1; i < limit; i++) value = (value << 8n) | BigInt(negative ? 0xff - block[i]! : block[i]!);
     if (negative) value = -value - 1n;
     if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < -BigInt(Number.MAX_SAFE_INTEGER)) {
       throw new TarFormatError(`${name} field is out of range`, offsetBytes);
     }
     return Number(value);
   }
-  // Octal digits, with spaces or NULs around them (writers pad either way); parsed by hand: this
-  // runs for six fields of every header of every layer.
-  let at = 0;
-  let end = bytes.length;
-  while (at < end && (bytes[at] === 0x20 || bytes[at] === 0)) at++;
-  while (end > at && (bytes[end - 1] === 0x20 || bytes[end - 1] === 0)) end--;
+  // Octal digits, with spaces or NULs around them (writers pad either way); parsed by hand, in
+  // place: this runs for six fields of every header of every layer.
+  let at = f.offset;
+  let end = limit;
+  while (at < end && (block[at] === 0x20 || block[at] === 0)) at++;
+  while (end > at && (block[end - 1] === 0x20 || block[end - 1] === 0)) end--;
   let value = 0;
   for (let i = at; i < end; i++) {
-    const digit = bytes[i]! - 0x30;
-    if (digit < 0 || digit > 7) throw new TarFormatError(`${name} field ${JSON.stringify(bytes.toString('latin1', at, end))} is not octal`, offsetBytes);
+    const digit = block[i]! - 0x30;
+    if (digit < 0 || digit > 7) throw new TarFormatError(`${name} field ${JSON.stringify(Buffer.from(block.subarray(at, end)).toString('latin1'))} is not octal`, offsetBytes);
     value = value * 8 + digit;
   }
   return value;
@@ -168,8 +169,7 @@ export function decodeTarHeader(block: Uint8Array, offsetBytes: number): TarHead
   const stored = decodeNumber(block, CHKSUM, 'checksum', offsetBytes);
   const { unsigned, signed } = checksums(block);
   if (stored !== unsigned && stored !== signed) throw new TarFormatError('invalid header checksum (not a tar, or corrupt)', offsetBytes);
-  const magic = field(block, MAGIC);
-  const format = magic.equals(USTAR_MAGIC) ? 'ustar' : magic.equals(GNU_MAGIC) ? 'gnu' : 'v7';
+  const format = hasMagic(block, USTAR_MAGIC) ? 'ustar' : hasMagic(block, GNU_MAGIC) ? 'gnu' : 'v7';
   const bytes = Buffer.isBuffer(block) ? block : Buffer.from(block.buffer, block.byteOffset, block.byteLength);
   let name = decodeString(bytes, NAME);
   // GNU tar uses the prefix area for atime/ctime, so only ustar joins it.

@@ -116,7 +116,7 @@ async function nodeFor(pathBytes: Buffer, stat: BigIntStats, sink: RegularFileSi
     const fd = openSync(pathBytes, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
     try {
       const attrs = attrsOf(stat, readXattrs(pathBytes, fd));
-      const readAt: ReadAt = async (buffer, offset, length, position) => readSync(fd, buffer, offset, length, position);
+      const readAt: ReadAt = (buffer, offset, length, position) => readSync(fd, buffer, offset, length, position);
       const { data, xattrs } = await sink(display, readAt, Number(stat.size));
       for (const [name, value] of xattrs) attrs.xattrs.set(name, value);
       return { kind: 'reg', data, ...attrs };
