@@ -77,7 +77,8 @@ export class ObjectIndexThread {
   /** Builds the index on the thread, which then exits. */
   build(input: ObjectIndexInput): Promise<Buffer> {
     this.worker.ref();
-    this.worker.postMessage(input);
+    const packed = packObjects(input.objects);
+    this.worker.postMessage({ ...input, objects: packed }, [packed.numbers.buffer as ArrayBuffer]);
     return this.result;
   }
 
@@ -85,4 +86,50 @@ export class ObjectIndexThread {
   async dispose(): Promise<void> {
     await this.worker.terminate();
   }
+}
+
+/**
+ * Objects as one string and one array of numbers: thousands of small objects cost more to clone to
+ * a thread one by one than the index takes to plan. Per object: size, chunk bits, chunk count,
+ * then (device id, block address or -1 for a hole) per chunk.
+ */
+export interface PackedObjects {
+  hexes: string;
+  numbers: Float64Array;
+}
+
+function packObjects(objects: readonly ObjectEntry[]): PackedObjects {
+  let count = 0;
+  for (const object of objects) count += 3 + 2 * object.chunks.length;
+  const numbers = new Float64Array(count);
+  let at = 0;
+  for (const object of objects) {
+    numbers[at++] = object.sizeBytes;
+    numbers[at++] = object.chunkBits;
+    numbers[at++] = object.chunks.length;
+    for (const chunk of object.chunks) {
+      numbers[at++] = chunk.deviceId;
+      numbers[at++] = chunk.blkaddr ?? -1;
+    }
+  }
+  return { hexes: objects.map((object) => object.contentSha256Hex).join(''), numbers };
+}
+
+export function unpackObjects(packed: PackedObjects): ObjectEntry[] {
+  const objects: ObjectEntry[] = [];
+  const { hexes, numbers } = packed;
+  let at = 0;
+  for (let i = 0; at < numbers.length; i++) {
+    const sizeBytes = numbers[at++]!;
+    const chunkBits = numbers[at++]!;
+    const chunkCount = numbers[at++]!;
+    const chunks: ChunkIndex[] = [];
+    for (let c = 0; c < chunkCount; c++) {
+      const deviceId = numbers[at++]!;
+      const blkaddr = numbers[at++]!;
+      chunks.push({ deviceId, blkaddr: blkaddr < 0 ? null : blkaddr });
+    }
+    objects.push({ contentSha256Hex: hexes.slice(i * 64, i * 64 + 64), sizeBytes, chunkBits, chunks });
+  }
+  return objects;
 }
