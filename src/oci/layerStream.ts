@@ -1,5 +1,5 @@
 import { Duplex, Readable, pipeline } from 'node:stream';
-import { createGunzip } from 'node:zlib';
+import { createGunzip, type ZlibOptions } from 'node:zlib';
 import zstd from 'zstd-napi/binding.js';
 import { DigestCheck, type ParsedDigest } from './digest.js';
 import { InvalidLayerError, isOciError } from './errors.js';
@@ -21,6 +21,11 @@ export interface LayerLocation {
 
 /** Output buffer per zlib call: fewer, larger chunks downstream (zlib's default is 16 KiB). */
 const GUNZIP_CHUNK_BYTES = 128 * 1024;
+/**
+ * How far inflation (on libuv's thread pool) runs ahead of the converter: with a small buffer the
+ * two took turns, each waiting for the other, instead of using two cores at once.
+ */
+const GUNZIP_AHEAD_BYTES = 8 << 20;
 /** How far the returned stream reads ahead of its consumer. */
 const READ_AHEAD_BYTES = 512 * 1024;
 
@@ -89,7 +94,8 @@ export function openLayerStream(location: LayerLocation): Readable {
   if (digest !== undefined || sizeBytes !== undefined) {
     stages.push(new DigestCheck({ subject, kind: sameDigest ? 'digest (and diff_id)' : 'digest', expected: digest, expectedSizeBytes: sizeBytes }));
   }
-  if (compression === 'gzip') stages.push(createGunzip({ chunkSize: GUNZIP_CHUNK_BYTES }));
+  // zlib streams take Transform options too (not in ZlibOptions' type).
+  if (compression === 'gzip') stages.push(createGunzip({ chunkSize: GUNZIP_CHUNK_BYTES, readableHighWaterMark: GUNZIP_AHEAD_BYTES } as ZlibOptions));
   if (compression === 'zstd') stages.push(zstdDecompressor(subject));
   if (diffId !== undefined && !sameDigest) stages.push(new DigestCheck({ subject, kind: 'diff_id', expected: diffId }));
   const source = location.open();
