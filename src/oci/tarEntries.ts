@@ -266,6 +266,8 @@ const EMPTY = Buffer.alloc(0);
 class StreamBytes {
   private chunk: Buffer = EMPTY;
   private at = 0;
+  /** The next chunk, asked for before it is needed. */
+  private prefetched: Promise<IteratorResult<unknown>> | undefined;
   /** The stream's own error, kept: every later read fails with it, unchanged. */
   private failure: { error: unknown } | undefined;
   /** Bytes received from the stream so far. */
@@ -286,10 +288,12 @@ class StreamBytes {
       if (this.ended) return false;
       let next: IteratorResult<unknown>;
       try {
-        next = await this.iterator.next();
+        next = await (this.prefetched ?? this.iterator.next());
       } catch (error) {
         this.failure = { error };
         throw error;
+      } finally {
+        this.prefetched = undefined;
       }
       if (next.done === true) {
         this.ended = true;
@@ -299,6 +303,11 @@ class StreamBytes {
       this.chunk = Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
       this.at = 0;
       this.receivedBytes += this.chunk.length;
+      // Ask for the next chunk now: the stream reads it while this one is parsed (a stream asked
+      // only when its buffer is empty does nothing meanwhile, as parsing never yields). Its failure
+      // is seen when it is awaited.
+      this.prefetched = this.iterator.next();
+      this.prefetched.catch(() => undefined);
     }
     return true;
   }
