@@ -1,7 +1,7 @@
 import { Duplex, Readable, pipeline } from 'node:stream';
-import { createGunzip, type ZlibOptions } from 'node:zlib';
 import zstd from 'zstd-napi/binding.js';
 import { DigestCheck, type ParsedDigest } from './digest.js';
+import { gunzipOffThread } from './inflate.js';
 import { InvalidLayerError, isOciError } from './errors.js';
 import type { Compression } from './mediaTypes.js';
 
@@ -19,13 +19,6 @@ export interface LayerLocation {
   diffId?: ParsedDigest;
 }
 
-/** Output buffer per zlib call: fewer, larger chunks downstream (zlib's default is 16 KiB). */
-const GUNZIP_CHUNK_BYTES = 128 * 1024;
-/**
- * How far inflation (on libuv's thread pool) runs ahead of the converter: with a small buffer the
- * two took turns, each waiting for the other, instead of using two cores at once.
- */
-const GUNZIP_AHEAD_BYTES = 8 << 20;
 /** How far the returned stream reads ahead of its consumer. */
 const READ_AHEAD_BYTES = 512 * 1024;
 
@@ -89,20 +82,23 @@ function translate(error: unknown, subject: string): unknown {
  */
 export function openLayerStream(location: LayerLocation): Readable {
   const { subject, compression, digest, sizeBytes, diffId } = location;
-  const stages: NodeJS.ReadWriteStream[] = [];
   const sameDigest = compression === 'none' && digest !== undefined && diffId !== undefined && digest.text === diffId.text;
+  // The callback form of pipeline: errors reach the last stage (pipeline destroys every stream with
+  // the first error), and relay() below turns them into typed ones.
+  const chain = (first: Readable, stages: NodeJS.ReadWriteStream[]): Readable =>
+    stages.length === 0 ? first : (pipeline([first, ...stages], () => {}) as unknown as Readable);
+  const stored: NodeJS.ReadWriteStream[] = [];
   if (digest !== undefined || sizeBytes !== undefined) {
-    stages.push(new DigestCheck({ subject, kind: sameDigest ? 'digest (and diff_id)' : 'digest', expected: digest, expectedSizeBytes: sizeBytes }));
+    stored.push(new DigestCheck({ subject, kind: sameDigest ? 'digest (and diff_id)' : 'digest', expected: digest, expectedSizeBytes: sizeBytes }));
   }
-  // zlib streams take Transform options too (not in ZlibOptions' type).
-  if (compression === 'gzip') stages.push(createGunzip({ chunkSize: GUNZIP_CHUNK_BYTES, readableHighWaterMark: GUNZIP_AHEAD_BYTES } as ZlibOptions));
-  if (compression === 'zstd') stages.push(zstdDecompressor(subject));
-  if (diffId !== undefined && !sameDigest) stages.push(new DigestCheck({ subject, kind: 'diff_id', expected: diffId }));
+  if (compression === 'zstd') stored.push(zstdDecompressor(subject));
   const source = location.open();
-  if (stages.length === 0) return source;
-  // The callback form: errors reach the last stage (pipeline destroys every stream with the first
-  // error), and relay() below turns them into typed ones.
-  const last = pipeline([source, ...stages], () => {}) as unknown as Readable;
+  let tar = chain(source, stored);
+  // gzip is inflated on a worker thread (see inflate.ts), after the stored bytes' checks.
+  if (compression === 'gzip') tar = gunzipOffThread(tar);
+  tar = chain(tar, diffId !== undefined && !sameDigest ? [new DigestCheck({ subject, kind: 'diff_id', expected: diffId })] : []);
+  if (tar === source) return source;
+  const last = tar;
   async function* relay(): AsyncGenerator<Buffer> {
     try {
       for await (const chunk of last) yield chunk as Buffer;

@@ -1,0 +1,119 @@
+import { Readable } from 'node:stream';
+import { Worker } from 'node:worker_threads';
+
+/**
+ * gzip decompression on a worker thread. zlib's own streams inflate on libuv's thread pool, but
+ * each piece needs a turn of the main thread's event loop to hand over its output and start the
+ * next, and a converter busy parsing gives few: inflating and converting took turns instead of
+ * running on two cores. The worker has an event loop of its own, runs up to
+ * {@link INFLATE_AHEAD_BYTES} ahead, and its output waits in the main thread's message queue.
+ */
+
+/** Output the worker may have sent that the main thread has not taken yet. */
+export const INFLATE_AHEAD_BYTES = 16 << 20;
+/** Output gathered into one message. */
+export const INFLATE_BATCH_BYTES = 1 << 20;
+/** Compressed pieces sent ahead of the worker's requests, so it has input while the main thread is busy. */
+const INPUT_AHEAD_PIECES = 4;
+
+export type InflateRequest = { type: 'input'; buffer: ArrayBuffer } | { type: 'input-end' } | { type: 'ack'; bytes: number };
+export type InflateResponse =
+  | { type: 'need' }
+  | { type: 'data'; buffer: ArrayBuffer }
+  | { type: 'end' }
+  | { type: 'error'; code?: string; message: string };
+
+/**
+ * The inflated bytes of the gzip stream `compressed`, as a Readable. zlib's errors come out as
+ * Errors with zlib's `code` (Z_DATA_ERROR, Z_BUF_ERROR for a truncated stream), as from
+ * `createGunzip`; an error of `compressed` comes out unchanged. Destroying the result destroys
+ * `compressed` and stops the worker.
+ *
+ * A Readable over a generator rather than a Duplex pipeline stage: destroying a Readable.from
+ * returns the generator (its `finally` stops the worker), where a Duplex.from stage left it waiting.
+ */
+export function gunzipOffThread(compressed: Readable): Readable {
+  async function* inflate(): AsyncGenerator<Buffer> {
+    const worker = new Worker(new URL('./inflateWorker.js', import.meta.url));
+    const input = compressed[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    const output: Buffer[] = [];
+    let ended = false;
+    let failure: { error: unknown } | undefined;
+    let wake: (() => void) | undefined;
+    const signal = (): void => {
+      wake?.();
+      wake = undefined;
+    };
+    let inFlight = 0;
+    let inputDone = false;
+    let pumping = false;
+    // Sends compressed pieces while fewer than INPUT_AHEAD_PIECES wait in the worker.
+    const pump = async (): Promise<void> => {
+      if (pumping) return;
+      pumping = true;
+      try {
+        while (!inputDone && inFlight < INPUT_AHEAD_PIECES && failure === undefined) {
+          const next = await input.next();
+          if (next.done === true) {
+            inputDone = true;
+            worker.postMessage({ type: 'input-end' } satisfies InflateRequest);
+            break;
+          }
+          const piece = next.value;
+          const buffer = (piece.buffer as ArrayBuffer).slice(piece.byteOffset, piece.byteOffset + piece.byteLength);
+          inFlight++;
+          worker.postMessage({ type: 'input', buffer } satisfies InflateRequest, [buffer]);
+        }
+      } catch (error) {
+        failure ??= { error };
+        signal();
+      } finally {
+        pumping = false;
+      }
+    };
+    worker.on('message', (message: InflateResponse) => {
+      switch (message.type) {
+        case 'need':
+          if (inFlight > 0) inFlight--;
+          void pump();
+          return;
+        case 'data':
+          output.push(Buffer.from(message.buffer));
+          break;
+        case 'end':
+          ended = true;
+          break;
+        case 'error':
+          failure ??= { error: Object.assign(new Error(message.message), { code: message.code }) };
+          break;
+      }
+      signal();
+    });
+    worker.on('error', (error) => {
+      failure ??= { error };
+      signal();
+    });
+    worker.on('exit', () => {
+      if (!ended) failure ??= { error: new Error('the gzip worker stopped before the end of the stream') };
+      signal();
+    });
+    try {
+      for (;;) {
+        const chunk = output.shift();
+        if (chunk !== undefined) {
+          worker.postMessage({ type: 'ack', bytes: chunk.length } satisfies InflateRequest);
+          yield chunk;
+          continue;
+        }
+        if (failure !== undefined) throw failure.error;
+        if (ended) return;
+        await new Promise<void>((resolve) => (wake = resolve));
+      }
+    } finally {
+      worker.removeAllListeners('exit');
+      await worker.terminate();
+      if (!ended || failure !== undefined) compressed.destroy();
+    }
+  }
+  return Readable.from(inflate(), { objectMode: false, highWaterMark: INFLATE_BATCH_BYTES });
+}
