@@ -10,11 +10,11 @@ import { Worker } from 'node:worker_threads';
  */
 
 /** Output the worker may have sent that the main thread has not taken yet. */
-export const INFLATE_AHEAD_BYTES = 16 << 20;
+export const INFLATE_AHEAD_BYTES = 4 << 20;
 /** Output gathered into one message. */
 export const INFLATE_BATCH_BYTES = 1 << 20;
 /** Compressed pieces sent ahead of the worker's requests, so it has input while the main thread is busy. */
-const INPUT_AHEAD_PIECES = 4;
+const INPUT_AHEAD_PIECES = 2;
 
 export type InflateRequest = { type: 'input'; buffer: ArrayBuffer } | { type: 'input-end' } | { type: 'ack'; bytes: number };
 export type InflateResponse =

@@ -18,7 +18,9 @@ const post = (message: InflateResponse, transfer: ArrayBuffer[] = []): void => p
 function sendBatch(): void {
   if (batchBytes === 0) return;
   const bytes = Buffer.concat(batch, batchBytes);
-  const buffer = (bytes.buffer as ArrayBuffer).slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+  // A batch of a MiB owns its ArrayBuffer (not Buffer's small-allocation pool): sent as is, no copy.
+  const owned = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
+  const buffer = owned ? (bytes.buffer as ArrayBuffer) : (bytes.buffer as ArrayBuffer).slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
   batch = [];
   batchBytes = 0;
   unackedBytes += buffer.byteLength;
