@@ -158,7 +158,7 @@ type Built = Omit<LayerEntry, 'body'>;
 
 /** Things carried over from extended headers to the entry they precede. */
 interface Pending {
-  /** PAX records: the global ones merged with this entry's local ones (local wins). */
+  /** PAX records that apply to the entry: the global ones with its local ones over them. */
   records: Map<string, Buffer>;
   /** GNU long name / long link ('L', 'K'); PAX path/linkpath take precedence. */
   longName?: string;
@@ -412,6 +412,8 @@ export async function* readLayerEntries(tarBytes: Readable, layerName: string, o
   let lastEntry: string | undefined;
   const after = (): string => (lastEntry === undefined ? 'at the start' : `after entry ${showName(lastEntry)}`);
   let globalRecords: Map<string, Buffer> = NO_RECORDS;
+  // Local records of the next entry, kept apart: a later global header must not override them.
+  let localRecords: Map<string, Buffer> = NO_RECORDS;
   let pending: Pending = { records: NO_RECORDS };
   let completed = false;
   try {
@@ -452,17 +454,15 @@ export async function* readLayerEntries(tarBytes: Readable, layerName: string, o
           if (error instanceof TarFormatError) throw invalid(error.problem);
           throw error;
         }
-        if (flag === TYPEFLAG.paxGlobal) {
-          globalRecords = new Map([...globalRecords, ...records]);
-          pending.records = new Map([...globalRecords, ...pending.records]);
-        } else {
-          pending.records = new Map([...globalRecords, ...pending.records, ...records]);
-        }
+        if (flag === TYPEFLAG.paxGlobal) globalRecords = new Map([...globalRecords, ...records]);
+        else localRecords = new Map([...localRecords, ...records]);
+        pending.records = localRecords.size === 0 ? globalRecords : new Map([...globalRecords, ...localRecords]);
         continue;
       }
       const entryName = pending.records.get('path')?.toString('latin1') ?? pending.longName ?? header.name;
       lastEntry = entryName;
       const built = buildEntry(header, pending, layerName);
+      localRecords = NO_RECORDS;
       pending = { records: globalRecords };
       if (built.type !== 'file' && built.sizeBytes > 0) options.onWarning?.(`${layerName}: entry ${showName(entryName)}: ${built.type} carries ${built.sizeBytes} bytes of data; ignored`);
       const body = new StreamEntryBody(bytes, built.sizeBytes, () => invalid(`truncated tar (ends inside or right after entry ${showName(entryName)})`));

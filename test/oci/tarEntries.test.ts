@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
 import { InvalidLayerError } from '../../src/oci/errors.js';
-import { TYPEFLAG } from '../../src/oci/tarHeader.js';
+import { TYPEFLAG, encodePaxRecords } from '../../src/oci/tarHeader.js';
 import { normalizeEntryPath, parsePaxTime, readLayerEntries, type LayerEntry } from '../../src/oci/tarEntries.js';
 import { run, runChecked } from '../helpers/exec.js';
 import { withTempDir } from '../helpers/tmp.js';
@@ -146,6 +146,26 @@ test('every entry type with its attributes: PAX xattrs (binary), uid 70000, ns m
   assert.deepEqual(utf8.pathBytes, Buffer.from('usr/share/zoneinfo/Amérique/日本'));
   assert.equal(byPath.get('old')!.type, 'file');
   assert.deepEqual(byPath.get('xattr-only')!.xattrs.get('user.b64'), binaryXattr);
+});
+
+test('PAX global headers apply to the entries after them, a later global header overrides an earlier one, local records win', async () => {
+  const global = (records: [string, string][]) => ({ name: 'pax_global_header', typeflag: TYPEFLAG.paxGlobal, data: encodePaxRecords(records) });
+  const entries = await readAll(
+    makeTar([
+      global([['uname', 'first'], ['gname', 'group']]),
+      { name: 'a', data: 'a' },
+      global([['uname', 'second']]),
+      { name: 'b', data: 'b' },
+      { name: 'c', data: 'c', pax: [['uname', 'local']] },
+      { name: 'd', data: 'd' },
+    ]),
+  );
+  assert.deepEqual(entries.map((e) => [e.path, e.uname, e.gname]), [
+    ['a', 'first', 'group'],
+    ['b', 'second', 'group'],
+    ['c', 'local', 'group'],
+    ['d', 'second', 'group'],
+  ]);
 });
 
 test('non-UTF-8 names keep their bytes in pathBytes', async () => {
