@@ -1,12 +1,20 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, fsync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fdatasync, fsync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import type { HashWorker } from './hashWorker.js';
+import type { ChunkHashes } from './chunker.js';
 import path from 'node:path';
 
 const fsyncAsync = promisify(fsync);
+const fdatasyncAsync = promisify(fdatasync);
 const WRITE_BUFFER_BYTES = 4 << 20;
+/**
+ * After this many bytes written, a data sync starts in the background (libuv's thread pool): the
+ * disk then writes the blob while it is being made, and the fsync that ends it waits only for the
+ * last part. Without it the kernel starts writing only when dirty pages age or pile up, and the
+ * final fsync of a 200 MB blob waited about 0.35 s here.
+ */
+const WRITEBACK_BYTES = 32 << 20;
 
 /**
  * A blob device being written: block-aligned chunks appended to a temporary file, which becomes
@@ -27,23 +35,35 @@ export class BlobWriter {
   private readonly pending = Buffer.allocUnsafe(WRITE_BUFFER_BYTES);
   private pendingStartBytes = 0;
   private pendingBytes = 0;
+  /** Bytes written since the last background data sync started, and that sync while it runs. */
+  private unsyncedBytes = 0;
+  private writeback: Promise<void> | undefined;
 
   private constructor(
     /** Computes the blob digest from what `updateDigest` and the chunker feed it. */
-    private readonly hashes: HashWorker,
+    private readonly hashes: ChunkHashes,
     private readonly fd: number,
     readonly tempPath: string,
     readonly blobsDir: string,
     readonly blockSizeBytes: number,
   ) {}
 
-  /** Opens a temporary blob inside `<storeDir>/blobs/sha256`. */
-  static async create(storeDir: string, blockSizeBytes: number, hashes: HashWorker): Promise<BlobWriter> {
-    const blobsDir = path.join(storeDir, 'blobs', 'sha256');
+  /** A name for a new temporary blob inside `blobsDir` (the store's `blobs/sha256`). */
+  static temporaryPath(blobsDir: string): string {
+    return path.join(blobsDir, `.tmp-blob-${process.pid}-${randomBytes(6).toString('hex')}`);
+  }
+
+  /** Creates the temporary blob `tempPath` (see {@link temporaryPath}); it is renamed to its digest beside it. */
+  static async create(tempPath: string, blockSizeBytes: number, hashes: ChunkHashes): Promise<BlobWriter> {
+    const blobsDir = path.dirname(tempPath);
     await mkdir(blobsDir, { recursive: true });
-    const tempPath = path.join(blobsDir, `.tmp-blob-${process.pid}-${randomBytes(6).toString('hex')}`);
     const fd = openSync(tempPath, 'wx+');
     return new BlobWriter(hashes, fd, tempPath, blobsDir, blockSizeBytes);
+  }
+
+  /** The file descriptor (the thread that created the writer may be gone when it must be closed). */
+  get descriptor(): number {
+    return this.fd;
   }
 
   /** Next free block, where the next chunk starts. */
@@ -81,6 +101,15 @@ export class BlobWriter {
     let written = 0;
     while (written < bytes.length) {
       written += writeSync(this.fd, bytes, written, bytes.length - written, positionBytes + written);
+    }
+    this.unsyncedBytes += written;
+    if (this.unsyncedBytes >= WRITEBACK_BYTES && this.writeback === undefined) {
+      this.unsyncedBytes = 0;
+      // Failures here only lose the head start: the final fsync reports them.
+      this.writeback = fdatasyncAsync(this.fd).then(
+        () => void (this.writeback = undefined),
+        () => void (this.writeback = undefined),
+      );
     }
   }
 
@@ -143,6 +172,7 @@ export class BlobWriter {
     }
     const finalPath = path.join(this.blobsDir, digest);
     const persisted = (async () => {
+      await this.writeback;
       await fsyncAsync(this.fd);
       this.closed = true;
       closeSync(this.fd);
@@ -156,6 +186,7 @@ export class BlobWriter {
   async abort(): Promise<void> {
     // A background fsync still holds the descriptor: let it end before closing and removing.
     await this.persisting?.catch(() => {});
+    await this.writeback;
     if (!this.closed) {
       this.closed = true;
       try {

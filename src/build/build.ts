@@ -7,6 +7,7 @@ import { ChunkStore } from '../store/store.js';
 import type { ChunkSizePolicy, ChunkStats } from './chunker.js';
 import { InvalidOptionError } from './errors.js';
 import { ImageBuilder, type EligibilityClass, type ImageBuilderOptions } from './imageBuilder.js';
+import { ChunkThread } from './chunkThread.js';
 import { readDirectoryTree } from './sources/directory.js';
 import { makeDir, regularSizeBytes, type DirNode, type TreeNode } from './tree.js';
 import { LayerApplier } from './layers.js';
@@ -140,6 +141,7 @@ export function kernelMountCommand(metadataImage: string, blobs: readonly string
 
 interface PreparedBuild {
   store: ChunkStore;
+  chunks: ChunkThread;
   blockSizeBytes: number;
   chunkSizeBytes: number;
   builderOptions: ImageBuilderOptions;
@@ -155,6 +157,7 @@ async function prepare(options: BuildOptions): Promise<PreparedBuild> {
   const store = await ChunkStore.open(options.storeDir ?? options.outputDir);
   return {
     store,
+    chunks: new ChunkThread(store.dir),
     blockSizeBytes,
     chunkSizeBytes,
     builderOptions: {
@@ -212,12 +215,16 @@ async function finishImage(prepared: PreparedBuild, builder: ImageBuilder, root:
  */
 export async function buildImage(source: BuildSource, options: BuildOptions): Promise<BuildResult> {
   const prepared = await prepare(options);
-  return buildDirectory(prepared, source.path, options.name ?? fileNameForTag(path.basename(path.resolve(source.path))), options);
+  try {
+    return await buildDirectory(prepared, source.path, options.name ?? fileNameForTag(path.basename(path.resolve(source.path))), options);
+  } finally {
+    await prepared.chunks.dispose();
+  }
 }
 
 /** Runs one image's build; on failure, lets blobs still being made durable settle before it returns. */
 async function withBuilder(prepared: PreparedBuild, run: (builder: ImageBuilder) => Promise<BuildResult>): Promise<BuildResult> {
-  const builder = new ImageBuilder(prepared.store, prepared.builderOptions);
+  const builder = new ImageBuilder(prepared.store, prepared.chunks, prepared.builderOptions);
   try {
     return await run(builder);
   } catch (error) {
@@ -268,6 +275,14 @@ export interface BuildReport {
  */
 export async function build(specs: readonly (string | ImageSource)[], options: BuildOptions): Promise<BuildReport> {
   const prepared = await prepare(options);
+  try {
+    return await buildAll(prepared, specs, options);
+  } finally {
+    await prepared.chunks.dispose();
+  }
+}
+
+async function buildAll(prepared: PreparedBuild, specs: readonly (string | ImageSource)[], options: BuildOptions): Promise<BuildReport> {
   const images: BuildResult[] = [];
   const notes: string[] = [];
   const names = new Set<string>();

@@ -1,8 +1,20 @@
 import { Blake3Hasher, blake3 } from '@napi-rs/blake-hash';
 import type { ChunkIndex } from '../format/chunk.js';
 import type { BlobWriter } from './blob.js';
-import type { HashWorker } from './hashWorker.js';
 import type { RegularData } from './tree.js';
+
+/**
+ * Where the bytes a chunker and its blob writer handle are hashed (SHA-256): into the blob's digest
+ * (its name in the store), the current file's content digest (fingerprint and object name), or both.
+ * `update` returns a promise only when it has to wait.
+ */
+export interface ChunkHashes {
+  update(bytes: Uint8Array, blob: boolean, file: boolean): Promise<void> | undefined;
+  /** Ends the current file: its content digest. */
+  endFile(): Promise<Buffer>;
+  /** The digest of everything fed to the blob so far; starts a new blob digest. */
+  blobDigestHex(): Promise<string>;
+}
 
 /** Chunk digest (BLAKE3 and length) to where that chunk is already stored. */
 export interface ChunkDictionary {
@@ -15,6 +27,12 @@ export interface ChunkDictionary {
  * they were at hand (a file read, bytes already buffered) so the caller need not wait a turn.
  */
 export type ReadAt = (buffer: Buffer, offsetInBuffer: number, lengthBytes: number, positionBytes: number) => number | Promise<number>;
+
+/**
+ * Optionally, the next `lengthBytes` bytes of a file without a copy, when they lie together in memory
+ * (else undefined, and nothing is consumed). The bytes stay valid until the next read or view.
+ */
+export type ViewNext = (lengthBytes: number) => Buffer | undefined;
 
 /**
  * Per-file chunk size policy. `fixed`: every file uses the base chunk size. `tune`: a file none of
@@ -52,8 +70,6 @@ export class SourceChangedError extends Error {
 /** Chunks up to this size are read whole into memory; larger ones stream through in pieces. */
 const WHOLE_CHUNK_LIMIT_BYTES = 4 << 20;
 const ZEROS = Buffer.alloc(WHOLE_CHUNK_LIMIT_BYTES);
-/** Room after a whole chunk for its zero padding to the next block (blocks are at most 64 KiB). */
-const PADDING_ROOM_BYTES = 64 << 10;
 
 function isAllZero(bytes: Buffer): boolean {
   return bytes.equals(ZEROS.subarray(0, bytes.length));
@@ -68,13 +84,13 @@ export class Chunker {
   readonly stats: ChunkStats = { chunksWritten: 0, chunksReused: 0, holeChunks: 0, bytesWritten: 0, bytesReused: 0 };
   /** Chunks written into the blob, in order, for the store's dictionary. */
   readonly written: WrittenChunk[] = [];
-  private readonly buffer = Buffer.allocUnsafe(WHOLE_CHUNK_LIMIT_BYTES + PADDING_ROOM_BYTES);
+  private readonly buffer = Buffer.allocUnsafe(WHOLE_CHUNK_LIMIT_BYTES);
   private readonly blockSizeBits: number;
 
   constructor(
     private readonly blob: BlobWriter,
     /** Takes every byte of every file (content digests) and of the blob (its digest). */
-    private readonly hashes: HashWorker,
+    private readonly hashes: ChunkHashes,
     private readonly deviceId: number,
     private readonly dictionary: ChunkDictionary = new Map(),
     private readonly policy: ChunkSizePolicy = 'fixed',
@@ -87,7 +103,7 @@ export class Chunker {
    * object name), computed from the same pass over the bytes on the hash worker: it resolves later.
    * Empty files have none.
    */
-  async chunkFile(sourcePath: string, readAt: ReadAt, sizeBytes: number, chunkBits: number): Promise<{ data: RegularData; contentSha256?: Promise<Buffer> }> {
+  async chunkFile(sourcePath: string, readAt: ReadAt, sizeBytes: number, chunkBits: number, viewNext?: ViewNext): Promise<{ data: RegularData; contentSha256?: Promise<Buffer> }> {
     const chunkSizeBytes = 2 ** chunkBits;
     const chunks: ChunkIndex[] = [];
     const firstNewBlkaddr = this.blob.nextBlkaddr;
@@ -96,7 +112,7 @@ export class Chunker {
       const lengthBytes = Math.min(chunkSizeBytes, sizeBytes - offset);
       chunks.push(
         lengthBytes <= WHOLE_CHUNK_LIMIT_BYTES
-          ? await this.wholeChunk(sourcePath, readAt, offset, lengthBytes)
+          ? await this.wholeChunk(sourcePath, readAt, offset, lengthBytes, viewNext)
           : await this.streamedChunk(sourcePath, readAt, offset, lengthBytes),
       );
     }
@@ -132,10 +148,13 @@ export class Chunker {
     return undefined;
   }
 
-  private async wholeChunk(sourcePath: string, readAt: ReadAt, offset: number, lengthBytes: number): Promise<ChunkIndex> {
-    const bytes = this.buffer.subarray(0, lengthBytes);
-    const reading = this.readFully(sourcePath, readAt, bytes, offset, offset + lengthBytes);
-    if (reading !== undefined) await reading;
+  private async wholeChunk(sourcePath: string, readAt: ReadAt, offset: number, lengthBytes: number, viewNext?: ViewNext): Promise<ChunkIndex> {
+    let bytes = viewNext?.(lengthBytes);
+    if (bytes === undefined) {
+      bytes = this.buffer.subarray(0, lengthBytes);
+      const reading = this.readFully(sourcePath, readAt, bytes, offset, offset + lengthBytes);
+      if (reading !== undefined) await reading;
+    }
     if (isAllZero(bytes)) {
       const hashing = this.hashes.update(bytes, false, true);
       if (hashing !== undefined) await hashing;
@@ -151,15 +170,16 @@ export class Chunker {
       this.stats.bytesReused += lengthBytes;
       return known;
     }
-    // Data and its zero padding to the block go out in one write.
+    // Data, then its zero padding to the block.
     const paddedBytes = Math.ceil(lengthBytes / this.blob.blockSizeBytes) * this.blob.blockSizeBytes;
-    const padded = this.buffer.subarray(0, paddedBytes).fill(0, lengthBytes);
     const start = this.blob.nextBlkaddr * this.blob.blockSizeBytes;
-    this.blob.writeAt(padded, start);
+    this.blob.writeAt(bytes, start);
     const hashing = this.hashes.update(bytes, true, true);
     if (hashing !== undefined) await hashing;
     if (paddedBytes > lengthBytes) {
-      const hashingPadding = this.hashes.update(padded.subarray(lengthBytes), true, false);
+      const padding = ZEROS.subarray(0, paddedBytes - lengthBytes);
+      this.blob.writeAt(padding, start + lengthBytes);
+      const hashingPadding = this.hashes.update(padding, true, false);
       if (hashingPadding !== undefined) await hashingPadding;
     }
     const index = { deviceId: this.deviceId, blkaddr: await this.blob.commitChunk(paddedBytes) };

@@ -1,10 +1,9 @@
 import { createHash } from 'node:crypto';
-import type { ChunkIndex } from '../format/chunk.js';
 import { addToSharingClasses, sharingEligibility, type SharingClass } from '../format/eligibility.js';
 import type { ChunkStore } from '../store/store.js';
 import { BlobWriter } from './blob.js';
-import { HashWorker } from './hashWorker.js';
-import { Chunker, type ChunkDictionary, type ChunkSizePolicy, type ChunkStats, type ReadAt } from './chunker.js';
+import type { ChunkSizePolicy, ChunkStats, ReadAt } from './chunker.js';
+import { DEVICE_CODE_CURRENT_BLOB, type ChunkThread } from './chunkThread.js';
 import { FINGERPRINT_IMAGE_OPTIONS, fingerprintXattr } from './fingerprint.js';
 import { OVERLAY_METACOPY_XATTR, OVERLAY_REDIRECT_XATTR, ObjectIndexThread, objectPath, type ObjectEntry } from './objectIndex.js';
 import { emitMetadataImage, planMetadataImage, setVolumeUuid, type MetadataImageOptions } from './metadata.js';
@@ -65,6 +64,8 @@ export class ImageBuilder {
 
   constructor(
     private readonly store: ChunkStore,
+    /** The build's chunking thread, shared by its images. */
+    private readonly chunks: ChunkThread,
     private readonly options: ImageBuilderOptions,
   ) {}
 
@@ -83,48 +84,38 @@ export class ImageBuilder {
    * (renamed to its digest, its chunk list recorded in the store) or drops it if nothing new was
    * written. On failure the partial blob is removed.
    */
-  async layer<T>(fill: (store: (sourcePath: string, readAt: ReadAt, sizeBytes: number) => Promise<StoredFile>) => Promise<T>): Promise<T> {
-    const hashes = new HashWorker();
+  async layer<T>(fill: (store: (sourcePath: string, readAt: ReadAt, sizeBytes: number) => StoredFile | Promise<StoredFile>) => Promise<T>): Promise<T> {
     const objectIndexThread = new ObjectIndexThread();
-    const writer = await BlobWriter.create(this.store.dir, 2 ** this.options.blockSizeBits, hashes).catch(async (error: unknown) => {
-      await hashes.dispose();
-      await objectIndexThread.dispose();
-      throw error;
-    });
     const slot: BlobSlot = { fresh: true };
     this.slots.push(slot);
     const currentSlot = this.slots.length;
-    const local = new Map<string, ChunkIndex>();
-    const dictionary: ChunkDictionary = {
-      get: (key) => {
-        const here = local.get(key);
-        if (here !== undefined) return here;
-        const stored = this.store.lookup(key);
-        return stored === undefined ? undefined : { deviceId: this.slotFor(stored.blobDigest), blkaddr: stored.blkaddr };
-      },
-      set: (key, index) => void local.set(key, index),
-    };
-    const chunker = new Chunker(writer, hashes, currentSlot, dictionary, this.options.policy);
     const layerFiles: RegularData[] = [];
+    const chunks = this.chunks;
+    chunks.beginLayer(BlobWriter.temporaryPath(this.store.blobsDir), 2 ** this.options.blockSizeBits, this.options.policy, {
+      deviceId: (code, blobDigest) => (code === DEVICE_CODE_CURRENT_BLOB ? currentSlot : this.slotFor(blobDigest!)),
+      contentDigest: (data, digest) => void this.contentOf.set(data, { hex: digest.toString('hex'), digest }),
+    });
     try {
-      const result = await fill(async (sourcePath, readAt, sizeBytes) => {
+      const result = await fill((sourcePath, readAt, sizeBytes) => {
         this.options.signal?.throwIfAborted();
-        const { data, contentSha256 } = await chunker.chunkFile(sourcePath, readAt, sizeBytes, this.options.chunkBits);
+        const stored = chunks.storeFile(sourcePath, readAt, sizeBytes, this.options.chunkBits);
         this.files++;
         this.bytes += sizeBytes;
         this.options.onProgress?.({ files: this.files, bytes: this.bytes });
-        if (contentSha256 !== undefined) {
-          // A worker failure reaches us through drain() below; here only the value matters.
-          contentSha256.then((digest) => this.contentOf.set(data, { hex: digest.toString('hex'), digest }), () => {});
-          layerFiles.push(data);
+        // Chunk indexes and content digests arrive later; fingerprints are added by finish().
+        if (typeof (stored as Promise<RegularData>).then !== 'function') {
+          if (sizeBytes > 0) layerFiles.push(stored as RegularData);
+          return { data: stored as RegularData, xattrs: [] };
         }
-        // Fingerprints are added by finish(), when every content digest is in.
-        return { data, xattrs: [] };
+        return (stored as Promise<RegularData>).then((data) => {
+          if (sizeBytes > 0) layerFiles.push(data);
+          return { data, xattrs: [] };
+        });
       });
       this.options.signal?.throwIfAborted();
-      await hashes.drain();
-      if (writer.lengthBlocks > 0) {
-        const blob = await writer.finish();
+      const ended = await chunks.endLayer();
+      const blob = ended.blob;
+      if (blob !== undefined) {
         slot.digest = blob.digest;
         slot.blocks = blob.blocks;
         if (!this.slotOfDigest.has(blob.digest)) this.slotOfDigest.set(blob.digest, currentSlot);
@@ -140,34 +131,26 @@ export class ImageBuilder {
         const digests = [...objects.keys()].sort();
         const objectIndex = objectIndexThread.build({ blobDigest: blob.digest, blobBlocks: blob.blocks, objects: [...objects.values()], blockSizeBits: this.options.blockSizeBits });
         this.objectsOfDigest.set(blob.digest, new Set(digests));
-        // Later layers deduplicate against this blob at once; its files reach the store in the
-        // background (blob fsync and rename first, then what names it), awaited by finish().
-        this.store.rememberBlobChunks(blob.digest, chunker.written);
-        const written = chunker.written;
+        // Later layers deduplicate against this blob at once (the chunk thread knows its chunks);
+        // its files reach the store in the background (blob fsync and rename first, then what
+        // names it), awaited by finish().
+        const written = ended.written;
         this.persisting.push(
           (async () => {
-            try {
-              await blob.persisted;
-            } catch (error) {
-              await writer.abort();
-              throw error;
-            }
+            await blob.persisted;
             await this.store.addObjectIndex(blob.digest, await objectIndex, digests);
             await this.store.addBlobChunks(blob.digest, written);
           })(),
         );
       } else {
-        await writer.abort();
         await objectIndexThread.dispose();
       }
-      for (const key of Object.keys(this.stats) as (keyof ChunkStats)[]) this.stats[key] += chunker.stats[key];
+      for (const key of Object.keys(this.stats) as (keyof ChunkStats)[]) this.stats[key] += ended.stats[key];
       return result;
     } catch (error) {
-      await writer.abort();
+      await chunks.abortLayer();
       await objectIndexThread.dispose();
       throw error;
-    } finally {
-      await hashes.dispose();
     }
   }
 

@@ -64,7 +64,7 @@ export class LayerApplier {
    * Applies one entry. `regularData` turns a file entry's body into stored data; it is called only
    * for entries that end up in the tree (whiteouts and markers have no body to store).
    */
-  async apply<E extends LayerEntry>(entry: E, regularData: (entry: E) => Promise<{ data: RegularData; xattrs: [string, Buffer][] }>): Promise<void> {
+  async apply<E extends LayerEntry>(entry: E, regularData: (entry: E) => { data: RegularData; xattrs: [string, Buffer][] } | Promise<{ data: RegularData; xattrs: [string, Buffer][] }>): Promise<void> {
     const components = splitPath(entry.pathBytes ?? Buffer.from(entry.path));
     if (components.length === 0) {
       if (entry.type !== 'dir') throw this.error(entry, 'the root must be a directory');

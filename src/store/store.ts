@@ -3,12 +3,6 @@ import { statSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomically } from '../util/atomicFile.js';
 
-/** Where a stored chunk lives. */
-export interface StoredChunk {
-  blobDigest: string;
-  blkaddr: number;
-}
-
 /** One record of a blob's chunk index: BLAKE3 (32 bytes), chunk length (u64), block address (u32). */
 const RECORD_SIZE_BYTES = 44;
 const INDEX_SUFFIX = '.chunks';
@@ -32,8 +26,6 @@ export class StoreError extends Error {
  * The worst a race can do is store one chunk in two blobs.
  */
 export class ChunkStore {
-  private readonly chunks = new Map<string, StoredChunk>();
-
   private constructor(readonly dir: string) {}
 
   get blobsDir(): string {
@@ -48,7 +40,6 @@ export class ChunkStore {
     const store = new ChunkStore(dir);
     await mkdir(store.blobsDir, { recursive: true });
     await mkdir(store.chunksDir, { recursive: true });
-    await store.load();
     return store;
   }
 
@@ -88,31 +79,6 @@ export class ChunkStore {
     await writeFileAtomically(path.join(this.objectsDir, `${blobDigest}.objects`), Buffer.from(objectDigests.map((d) => `${d}\n`).join('')));
   }
 
-  /** Number of chunks known. */
-  get size(): number {
-    return this.chunks.size;
-  }
-
-  lookup(key: string): StoredChunk | undefined {
-    return this.chunks.get(key);
-  }
-
-  private async load(): Promise<void> {
-    const names = (await readdir(this.chunksDir)).filter((n) => n.endsWith(INDEX_SUFFIX) && !n.startsWith('.'));
-    for (const name of names.sort()) {
-      const blobDigest = name.slice(0, -INDEX_SUFFIX.length);
-      if (!/^[0-9a-f]{64}$/.test(blobDigest)) continue;
-      // A list whose blob was removed (garbage collection, a user) is ignored rather than trusted.
-      if (!(await access(this.blobPath(blobDigest)).then(() => true, () => false))) continue;
-      const bytes = await readFile(path.join(this.chunksDir, name));
-      if (bytes.length % RECORD_SIZE_BYTES !== 0) throw new StoreError(this.dir, `chunk list ${name} is corrupt (${bytes.length} bytes)`);
-      for (let at = 0; at < bytes.length; at += RECORD_SIZE_BYTES) {
-        const key = chunkKey(bytes.subarray(at, at + 32), Number(bytes.readBigUInt64LE(at + 32)));
-        if (!this.chunks.has(key)) this.chunks.set(key, { blobDigest, blkaddr: bytes.readUInt32LE(at + 40) });
-      }
-    }
-  }
-
   /** Records the chunks of a blob that is already in place under its digest. */
   async addBlobChunks(blobDigest: string, written: readonly { key: string; blkaddr: number }[]): Promise<void> {
     const bytes = Buffer.alloc(written.length * RECORD_SIZE_BYTES);
@@ -123,15 +89,28 @@ export class ChunkStore {
       bytes.writeUInt32LE(blkaddr, i * RECORD_SIZE_BYTES + 40);
     });
     await writeFileAtomically(path.join(this.chunksDir, `${blobDigest}${INDEX_SUFFIX}`), bytes);
-    this.rememberBlobChunks(blobDigest, written);
   }
+}
 
-  /**
-   * Makes a blob's chunks known to lookups of this store instance only, before {@link addBlobChunks}
-   * records them (a build deduplicates against a blob it is still making durable).
-   */
-  rememberBlobChunks(blobDigest: string, written: readonly { key: string; blkaddr: number }[]): void {
-    for (const { key, blkaddr } of written) if (!this.chunks.has(key)) this.chunks.set(key, { blobDigest, blkaddr });
+/**
+ * Reads the chunk dictionary of a store: every chunk of every blob's chunk list, the first list (by
+ * blob digest) naming a chunk winning. It is read where the chunking happens (the chunk thread of a
+ * build), once per build; lists added later by other builds are not seen, which at worst stores a
+ * chunk twice.
+ */
+export async function readChunkDictionary(storeDir: string, onChunk: (blobDigest: string, key: string, blkaddr: number) => void): Promise<void> {
+  const chunksDir = path.join(storeDir, 'chunks');
+  const names = (await readdir(chunksDir).catch((error: NodeJS.ErrnoException) => (error.code === 'ENOENT' ? [] : Promise.reject(error)))).filter((n) => n.endsWith(INDEX_SUFFIX) && !n.startsWith('.'));
+  for (const name of names.sort()) {
+    const blobDigest = name.slice(0, -INDEX_SUFFIX.length);
+    if (!/^[0-9a-f]{64}$/.test(blobDigest)) continue;
+    // A list whose blob was removed (garbage collection, a user) is ignored rather than trusted.
+    if (!(await access(path.join(storeDir, 'blobs', 'sha256', blobDigest)).then(() => true, () => false))) continue;
+    const bytes = await readFile(path.join(chunksDir, name));
+    if (bytes.length % RECORD_SIZE_BYTES !== 0) throw new StoreError(storeDir, `chunk list ${name} is corrupt (${bytes.length} bytes)`);
+    for (let at = 0; at < bytes.length; at += RECORD_SIZE_BYTES) {
+      onChunk(blobDigest, chunkKey(bytes.subarray(at, at + 32), Number(bytes.readBigUInt64LE(at + 32))), bytes.readUInt32LE(at + 40));
+    }
   }
 }
 

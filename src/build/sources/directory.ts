@@ -16,7 +16,7 @@ export class SourceReadError extends Error {
  * Turns a regular file's bytes into tree data (chunks in a blob, or bytes kept inline), and
  * possibly xattrs derived from the content (fingerprints).
  */
-export type RegularFileSink = (sourcePath: string, readAt: ReadAt, sizeBytes: number) => Promise<{ data: RegularData; xattrs: [string, Buffer][] }>;
+export type RegularFileSink = (sourcePath: string, readAt: ReadAt, sizeBytes: number) => { data: RegularData; xattrs: [string, Buffer][] } | Promise<{ data: RegularData; xattrs: [string, Buffer][] }>;
 
 function attrsOf(stat: BigIntStats, xattrs: Map<string, Buffer>): NodeAttrs {
   const mtimeNs = stat.mtimeNs;
