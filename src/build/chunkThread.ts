@@ -1,3 +1,4 @@
+import { createHash, type Hash } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
 import type { ChunkIndex } from '../format/chunk.js';
@@ -6,12 +7,15 @@ import type { RegularData } from './tree.js';
 
 /**
  * The chunking of a build on a thread of its own: BLAKE3 of each chunk, the lookup in the chunk
- * dictionary, the blob writes, the blob's SHA-256 and each file's content SHA-256. The main thread
- * only parses the source and builds the tree; it copies each file's bytes once into a batch buffer
- * and goes on, and the file's chunk indexes come back later (before the layer ends).
+ * dictionary, the blob writes and the blob's SHA-256. The main thread parses the source and builds
+ * the tree; it copies each file's bytes once into a batch buffer, hashing them on the way (the
+ * file's content SHA-256: its fingerprint and object name), and goes on; the file's chunk indexes
+ * come back later (before the layer ends).
  *
  * Why: with the chunking on the main thread, the main thread was the bottleneck of a layer
- * conversion (hashing, copying and writing took as long as parsing), while the second core hashed.
+ * conversion (hashing, copying and writing took as long as parsing), while the second core only
+ * hashed. The content digest stays on the main thread, where the bytes are being copied anyway, so
+ * the two threads carry similar loads.
  *
  * One thread serves a whole build (every layer of every image): it reads the store's chunk
  * dictionary once, while the main thread starts on the sources, and keeps the chunks of each layer it
@@ -44,11 +48,10 @@ export interface SerializedError {
 /**
  * Results of files, in the order they were sent. Per file: chunk bits, chunk count, then per chunk a
  * device code (0 a hole, 1 the current layer's blob, 2 + i the i-th blob of the blob table) and a
- * block address. `digests`: the content SHA-256 of each non-empty file, 32 bytes each.
+ * block address.
  */
 export interface PackedResults {
   results: Float64Array;
-  digests: Uint8Array;
 }
 
 export type ChunkThreadReply =
@@ -99,7 +102,7 @@ export interface LayerChunks {
 export interface LayerCallbacks {
   /** Device id (the image builder's slot) of a device code of a result. */
   deviceId(code: number, blobDigest: string | undefined): number;
-  /** A non-empty file's content SHA-256, once computed. */
+  /** A non-empty file's content SHA-256. */
   contentDigest(data: RegularData, digest: Buffer): void;
 }
 
@@ -185,10 +188,9 @@ export class ChunkThread {
     }
   }
 
-  private takeResults({ results, digests }: PackedResults): void {
+  private takeResults({ results }: PackedResults): void {
     const callbacks = this.callbacks;
     let at = 0;
-    let digestAt = 0;
     while (at < results.length) {
       const data = this.pending[this.pendingHead++] as Extract<RegularData, { kind: 'chunks' }>;
       data.chunkBits = results[at++]!;
@@ -200,11 +202,6 @@ export class ChunkThread {
         chunks[i] = code === DEVICE_CODE_HOLE ? { deviceId: 0, blkaddr: null } : { deviceId: callbacks!.deviceId(code, this.blobTable[code - DEVICE_CODE_FIRST_TABLE_BLOB]), blkaddr };
       }
       data.chunks = chunks;
-      if (data.sizeBytes > 0) {
-        const digest = Buffer.from(digests.buffer, digests.byteOffset + digestAt, 32);
-        digestAt += 32;
-        callbacks!.contentDigest(data, digest);
-      }
     }
     if (this.pendingHead > 4096 && this.pendingHead * 2 > this.pending.length) {
       this.pending = this.pending.slice(this.pendingHead);
@@ -242,27 +239,38 @@ export class ChunkThread {
     const data: RegularData = { kind: 'chunks', sizeBytes, chunkBits, chunks: NO_CHUNKS };
     this.pending.push(data);
     this.files.push(sizeBytes, chunkBits);
-    const copied = this.copy(sourcePath, readAt, sizeBytes, 0);
-    return copied === undefined ? data : copied.then(() => data);
+    if (sizeBytes === 0) return data;
+    const content = createHash('sha256');
+    const copied = this.copy(sourcePath, readAt, sizeBytes, 0, content);
+    if (copied === undefined) {
+      this.callbacks!.contentDigest(data, content.digest());
+      return data;
+    }
+    return copied.then(() => {
+      this.callbacks!.contentDigest(data, content.digest());
+      return data;
+    });
   }
 
-  private copy(sourcePath: string, readAt: ReadAt, sizeBytes: number, doneBytes: number): Promise<void> | undefined {
+  private copy(sourcePath: string, readAt: ReadAt, sizeBytes: number, doneBytes: number, content: Hash): Promise<void> | undefined {
     let done = doneBytes;
     while (done < sizeBytes) {
       if (this.batchBytes === BATCH_BYTES) {
         const flushing = this.flush();
-        if (flushing !== undefined) return flushing.then(() => this.copy(sourcePath, readAt, sizeBytes, done));
+        if (flushing !== undefined) return flushing.then(() => this.copy(sourcePath, readAt, sizeBytes, done, content));
       }
       const got = readAt(this.batch, this.batchBytes, Math.min(sizeBytes - done, BATCH_BYTES - this.batchBytes), done);
       if (typeof got !== 'number') {
         const before = done;
         return got.then((bytes) => {
           if (bytes === 0) throw new SourceChangedError(sourcePath, sizeBytes, before);
+          content.update(this.batch.subarray(this.batchBytes, this.batchBytes + bytes));
           this.batchBytes += bytes;
-          return this.copy(sourcePath, readAt, sizeBytes, before + bytes);
+          return this.copy(sourcePath, readAt, sizeBytes, before + bytes, content);
         });
       }
       if (got === 0) throw new SourceChangedError(sourcePath, sizeBytes, done);
+      content.update(this.batch.subarray(this.batchBytes, this.batchBytes + got));
       this.batchBytes += got;
       done += got;
     }

@@ -19,22 +19,18 @@ const port = parentPort!;
 const { storeDir } = workerData as { storeDir: string };
 const post = (reply: ChunkThreadReply, transfer: ArrayBuffer[] = []) => port.postMessage(reply, transfer);
 
-/** SHA-256 of the blob and of the current file, on this thread. */
-class InlineHashes implements ChunkHashes {
+const NO_DIGEST = Promise.resolve(Buffer.alloc(0));
+
+/** SHA-256 of the blob, on this thread (files' content digests are the main thread's). */
+class BlobHashes implements ChunkHashes {
   private blob: Hash = createHash('sha256');
-  private file: Hash = createHash('sha256');
-  update(bytes: Uint8Array, blob: boolean, file: boolean): undefined {
+  update(bytes: Uint8Array, blob: boolean): undefined {
     if (blob) this.blob.update(bytes);
-    if (file) this.file.update(bytes);
     return undefined;
   }
   endFile(): Promise<Buffer> {
-    const digest = this.file.digest();
-    this.file = createHash('sha256');
-    this.lastFileDigest = digest;
-    return Promise.resolve(digest);
+    return NO_DIGEST;
   }
-  lastFileDigest: Buffer | undefined;
   blobDigestHex(): Promise<string> {
     const digest = this.blob.digest('hex');
     this.blob = createHash('sha256');
@@ -135,11 +131,9 @@ async function nextWork(): Promise<WorkItem> {
 
 // Results of completed files, sent back with the next returned buffer or the layer's end.
 let results: number[] = [];
-let digests: Buffer[] = [];
-function takeResults(): { results: Float64Array; digests: Uint8Array } {
-  const packed = { results: Float64Array.from(results), digests: digests.length === 0 ? new Uint8Array(0) : Buffer.concat(digests) };
+function takeResults(): { results: Float64Array } {
+  const packed = { results: Float64Array.from(results) };
   results = [];
-  digests = [];
   return packed;
 }
 function returnBuffer(buffer: ArrayBuffer): void {
@@ -193,7 +187,7 @@ function dropQueuedInput(): void {
 let layerRunning = false;
 
 async function runLayer(start: Extract<WorkItem, { type: 'layer' }>): Promise<void> {
-  const hashes = new InlineHashes();
+  const hashes = new BlobHashes();
   let writer: BlobWriter;
   try {
     writer = await BlobWriter.create(start.tempPath, start.blockSizeBytes, hashes);
@@ -221,7 +215,6 @@ async function runLayer(start: Extract<WorkItem, { type: 'layer' }>): Promise<vo
       if (data.kind !== 'chunks') throw new Error('internal: chunker returned inline data');
       results.push(data.chunkBits, data.chunks.length);
       for (const chunk of data.chunks) results.push(chunk.blkaddr === null ? DEVICE_CODE_HOLE : chunk.deviceId, chunk.blkaddr ?? 0);
-      if (item.sizeBytes > 0) digests.push(hashes.lastFileDigest!);
     }
     releaseHeld();
     const written = { keys: chunker.written.map((chunk) => chunk.key), blkaddrs: Float64Array.from(chunker.written, (chunk) => chunk.blkaddr) };
@@ -246,7 +239,6 @@ async function runLayer(start: Extract<WorkItem, { type: 'layer' }>): Promise<vo
   } catch (error) {
     await writer.abort();
     results = [];
-    digests = [];
     if (!(error instanceof LayerAborted)) await failed(error);
   }
 }

@@ -1,5 +1,6 @@
 import {
   DATA_LAYOUT,
+  CHUNK_INDEX_SIZE_BYTES,
   DEVICE_SLOT_SIZE_BYTES,
   FEATURE_COMPAT,
   FEATURE_INCOMPAT,
@@ -9,16 +10,17 @@ import {
   SUPERBLOCK_OFFSET_BYTES,
   SUPERBLOCK_SIZE_BYTES,
 } from '../format/constants.js';
-import { encodeChunkFormat, encodeChunkIndexes, chunkArrayOffsetBytes, chunkCount } from '../format/chunk.js';
+import { encodeChunkFormat, writeChunkIndexes, chunkArrayOffsetBytes, chunkCount, type ChunkIndex } from '../format/chunk.js';
 import { encodeDeviceSlot } from '../format/device.js';
 import { DOT, DOTDOT, directorySizeBytes, encodeDirectory, type Dirent } from '../format/dirent.js';
 import { FormatLimitError } from '../format/errors.js';
-import { direntFileTypeOfKind, encodeInode, encodeRdev, fitsCompact, ifmtOfKind, inodeSizeBytes, xattrIcountFor, type InodeTimeBase } from '../format/inode.js';
+import { direntFileTypeOfKind, writeInode, encodeRdev, fitsCompact, ifmtOfKind, inodeSizeBytes, xattrIcountFor, type InodeTimeBase } from '../format/inode.js';
 import { checksumRangeBytes, computeSuperblockChecksum, defaultSuperblock, encodeSuperblock, SUPERBLOCK_CHECKSUM_FIELD_OFFSET, SUPERBLOCK_UUID_FIELD_OFFSET } from '../format/superblock.js';
 import {
   xattrFilterBit,
   encodeXattrEntry,
-  encodeXattrIbody,
+  writeXattrIbody,
+  xattrEntrySizeBytes,
   encodeXattrLongPrefix,
   filterKeyOf,
   splitXattrName,
@@ -53,7 +55,8 @@ export interface MetadataImageOptions {
 type DataPlan =
   | { kind: 'none'; iu: number }
   | { kind: 'flat'; bytes: Buffer | null; sizeBytes: number; fullBlocks: number; tailBytes: number; inlineTail: boolean; startBlkaddr: number }
-  | { kind: 'chunks'; chunkBits: number; indexes: Buffer };
+  /** Chunk indexes are encoded straight into the image when it is emitted. */
+  | { kind: 'chunks'; chunkBits: number; chunks: readonly ChunkIndex[] };
 
 /** Everything decided about one inode before any byte is written. */
 export interface InodePlan {
@@ -83,6 +86,8 @@ export interface MetadataImagePlan {
   xattrBlkaddr: number;
   totalBlocks: number;
   nidOf: Map<TreeNode, number>;
+  /** Each directory's child names in byte order (latin1 keys, "." and ".." included). */
+  sortedNames: Map<DirNode, string[]>;
 }
 
 const DEVICE_TABLE_SLOTOFF = (SUPERBLOCK_OFFSET_BYTES + SUPERBLOCK_SIZE_BYTES) / DEVICE_SLOT_SIZE_BYTES;
@@ -92,14 +97,19 @@ function alignUp(value: number, unit: number): number {
 }
 
 /** Inodes in breadth-first order from the root, so a directory's children sit next to each other. */
-function collectInodes(root: DirNode): { order: TreeNode[]; refs: Map<TreeNode, number>; parents: Map<TreeNode, TreeNode> } {
+function collectInodes(root: DirNode): { order: TreeNode[]; refs: Map<TreeNode, number>; parents: Map<TreeNode, TreeNode>; sortedNames: Map<DirNode, string[]> } {
   const order: TreeNode[] = [root];
   const refs = new Map<TreeNode, number>([[root, 1]]);
   const parents = new Map<TreeNode, TreeNode>([[root, root]]);
+  const sortedNames = new Map<DirNode, string[]>();
   for (let i = 0; i < order.length; i++) {
     const node = order[i]!;
     if (node.kind !== 'dir') continue;
-    for (const key of [...node.children.keys()].sort()) {
+    // Keys hold names as latin1 (one char per byte): the default string order is byte order.
+    const names = ['.', '..', ...node.children.keys()].sort();
+    sortedNames.set(node, names);
+    for (const key of names) {
+      if (key === '.' || key === '..') continue;
       const child = node.children.get(key)!;
       const seen = refs.get(child);
       if (seen !== undefined) {
@@ -112,7 +122,7 @@ function collectInodes(root: DirNode): { order: TreeNode[]; refs: Map<TreeNode, 
       order.push(child);
     }
   }
-  return { order, refs, parents };
+  return { order, refs, parents, sortedNames };
 }
 
 function mostCommonMtime(nodes: readonly TreeNode[]): InodeTimeBase {
@@ -138,37 +148,51 @@ export function planMetadataImage(root: DirNode, options: MetadataImageOptions =
   const devices = options.devices ?? [];
   const longPrefixes = options.longXattrPrefixes ?? [];
   const sharedMin = options.sharedXattrMinInodes ?? 2;
-  const { order, refs, parents } = collectInodes(root);
+  const { order, refs, parents, sortedNames } = collectInodes(root);
   const epoch = options.epoch ?? mostCommonMtime(order);
 
   // Xattrs: split each distinct name once (a tree has few), then share any (name, value) used by
-  // enough inodes. Keys and filter bits are computed once per entry or name: this loop runs for
-  // every xattr of every inode.
-  const splitOf = new Map<string, { nameIndex: number; suffix: Buffer; filterBit: number }>();
-  const splitName = (name: string) => {
-    let split = splitOf.get(name);
-    if (split === undefined) {
+  // enough inodes. Values are counted per name, keyed by their bytes as a latin1 string: this loop
+  // runs for every xattr of every inode, and one string key of name and value together (a
+  // concatenation to flatten and hash per entry) was most of the planning time.
+  interface NameStats {
+    nameIndex: number;
+    suffix: Buffer;
+    filterBit: number;
+    /** Inodes using each value, and the shared-area index of values that are shared. */
+    uses: Map<string, number>;
+    sharedIndex: Map<string, number>;
+  }
+  const statsOf = new Map<string, NameStats>();
+  const statsFor = (name: string) => {
+    let stats = statsOf.get(name);
+    if (stats === undefined) {
       const stored = splitXattrName(nameBytes(name), longPrefixes);
       const key = filterKeyOf(stored, longPrefixes);
-      split = { ...stored, filterBit: xattrFilterBit(key.baseIndex, key.name) };
-      splitOf.set(name, split);
+      stats = { ...stored, filterBit: xattrFilterBit(key.baseIndex, key.name), uses: new Map(), sharedIndex: new Map() };
+      statsOf.set(name, stats);
     }
-    return split;
+    return stats;
   };
-  const entriesOf = new Map<TreeNode, (XattrEntry & { key: string; filterBit: number })[]>();
-  const useCount = new Map<string, number>();
+  interface PlannedXattr {
+    stats: NameStats;
+    value: Buffer;
+    valueKey: string;
+  }
+  const entriesOf = new Map<TreeNode, PlannedXattr[]>();
   for (const node of order) {
     if (node.xattrs.size === 0) continue;
-    const entries = [...node.xattrs.keys()].sort().map((name) => {
-      const { nameIndex, suffix, filterBit } = splitName(name);
+    const entries: PlannedXattr[] = [];
+    for (const name of [...node.xattrs.keys()].sort()) {
+      const stats = statsFor(name);
       const value = node.xattrs.get(name)!;
-      return { nameIndex, suffix, value, filterBit, key: `${name}\0${value.toString('latin1')}` };
-    });
+      const valueKey = value.toString('latin1');
+      stats.uses.set(valueKey, (stats.uses.get(valueKey) ?? 0) + 1);
+      entries.push({ stats, value, valueKey });
+    }
     entriesOf.set(node, entries);
-    for (const entry of entries) useCount.set(entry.key, (useCount.get(entry.key) ?? 0) + 1);
   }
   const sharedXattrs: XattrEntry[] = [];
-  const sharedIndexOf = new Map<string, number>();
   const sharedOffsets: number[] = [];
   let sharedAreaBytes = 0;
 
@@ -179,25 +203,31 @@ export function planMetadataImage(root: DirNode, options: MetadataImageOptions =
     const sharedIdx: number[] = [];
     const inline: XattrEntry[] = [];
     let present = 0;
-    for (const entry of entries) {
-      present |= 1 << entry.filterBit;
-      const key = entry.key;
-      if (useCount.get(key)! >= sharedMin && sharedIdx.length < 255) {
-        let index = sharedIndexOf.get(key);
+    for (const { stats, value, valueKey } of entries) {
+      present |= 1 << stats.filterBit;
+      const entry = { nameIndex: stats.nameIndex, suffix: stats.suffix, value };
+      if (stats.uses.get(valueKey)! >= sharedMin && sharedIdx.length < 255) {
+        let index = stats.sharedIndex.get(valueKey);
         if (index === undefined) {
           index = sharedXattrs.length;
-          sharedIndexOf.set(key, index);
-          sharedXattrs.push({ nameIndex: entry.nameIndex, suffix: entry.suffix, value: entry.value });
+          stats.sharedIndex.set(valueKey, index);
+          sharedXattrs.push(entry);
           sharedOffsets.push(sharedAreaBytes);
-          sharedAreaBytes += encodeXattrEntry(entry).length;
+          sharedAreaBytes += xattrEntrySizeBytes(stats.suffix.length, value.length);
         }
         sharedIdx.push(index);
       } else {
-        inline.push({ nameIndex: entry.nameIndex, suffix: entry.suffix, value: entry.value });
+        inline.push(entry);
       }
     }
-    const nlink = node.kind === 'dir' ? 2 + [...node.children.values()].filter((c) => c.kind === 'dir').length : refs.get(node)!;
-    const sizeBytes = plannedSizeBytes(node, blockSizeBytes);
+    let nlink: number;
+    if (node.kind === 'dir') {
+      nlink = 2;
+      for (const child of node.children.values()) if (child.kind === 'dir') nlink++;
+    } else {
+      nlink = refs.get(node)!;
+    }
+    const sizeBytes = plannedSizeBytes(node, blockSizeBytes, sortedNames);
     const plan: InodePlan = {
       node,
       nid: 0,
@@ -239,7 +269,7 @@ export function planMetadataImage(root: DirNode, options: MetadataImageOptions =
     plan.nid = pos / INODE_SLOT_SIZE_BYTES;
     let end = pos + headBytes;
     if (data.kind === 'flat' && data.inlineTail) end += data.tailBytes;
-    if (data.kind === 'chunks') end = chunkArrayOffsetBytes(end, { chunkBlkbits: 0, hasIndexes: true }) + data.indexes.length;
+    if (data.kind === 'chunks') end = chunkArrayOffsetBytes(end, { chunkBlkbits: 0, hasIndexes: true }) + data.chunks.length * CHUNK_INDEX_SIZE_BYTES;
     pos = alignUp(end, INODE_SLOT_SIZE_BYTES);
   }
   const rootNid = plans[0]!.nid;
@@ -274,19 +304,17 @@ export function planMetadataImage(root: DirNode, options: MetadataImageOptions =
     xattrBlkaddr,
     totalBlocks: Math.max(nextBlock, 1),
     nidOf: new Map(plans.map((p) => [p.node, p.nid])),
+    sortedNames,
   };
 }
 
-function plannedSizeBytes(node: TreeNode, blockSizeBytes: number): number {
+function plannedSizeBytes(node: TreeNode, blockSizeBytes: number, sortedNames: ReadonlyMap<DirNode, string[]>): number {
   switch (node.kind) {
-    case 'dir': {
-      const names = [DOT, DOTDOT, ...[...node.children.keys()].map(nameBytes)];
-      names.sort(Buffer.compare);
+    case 'dir':
       return directorySizeBytes(
-        names.map((n) => n.length),
+        sortedNames.get(node)!.map((name) => name.length),
         blockSizeBytes,
       );
-    }
     case 'lnk':
       return node.target.length;
     case 'reg':
@@ -329,7 +357,7 @@ function initialDataPlan(node: TreeNode, sizeBytes: number, blockSizeBits: numbe
       for (const chunk of data.chunks) {
         if (chunk.blkaddr !== null && chunk.deviceId > deviceCount) throw new FormatLimitError(`chunk on device ${chunk.deviceId}, but only ${deviceCount} devices`);
       }
-      return { kind: 'chunks', chunkBits: data.chunkBits, indexes: encodeChunkIndexes(data.chunks) };
+      return { kind: 'chunks', chunkBits: data.chunkBits, chunks: data.chunks };
     }
     case 'chr':
     case 'blk':
@@ -372,7 +400,8 @@ export function emitMetadataImage(plan: MetadataImagePlan, options: MetadataImag
         iu = data.sizeBytes > 0 ? data.startBlkaddr : 0;
       }
     }
-    const encoded = encodeInode({
+    let at = inode.offsetBytes;
+    writeInode(image, at, {
       isExtended: inode.isExtended,
       dataLayout,
       xattrIcount: xattrIcountFor(inode.ibodySizeBytes),
@@ -386,16 +415,13 @@ export function emitMetadataImage(plan: MetadataImagePlan, options: MetadataImag
       mtimeSec: node.mtimeSec,
       mtimeNsec: node.mtimeNsec,
     });
-    let at = inode.offsetBytes;
-    encoded.copy(image, at);
-    at += encoded.length;
+    at += inodeSizeBytes(inode.isExtended);
     if (inode.ibodySizeBytes > 0) {
-      const ibody = encodeXattrIbody({ nameFilter: inode.xattrFilter, sharedIds: inode.sharedXattrIds, entries: inode.inlineXattrs });
-      ibody.copy(image, at);
-      at += ibody.length;
+      writeXattrIbody(image, at, { nameFilter: inode.xattrFilter, sharedIds: inode.sharedXattrIds, entries: inode.inlineXattrs });
+      at += inode.ibodySizeBytes;
     }
     if (tail !== undefined) tail.copy(image, at);
-    if (data.kind === 'chunks') data.indexes.copy(image, chunkArrayOffsetBytes(at, { chunkBlkbits: 0, hasIndexes: true }));
+    if (data.kind === 'chunks') writeChunkIndexes(image, chunkArrayOffsetBytes(at, { chunkBlkbits: 0, hasIndexes: true }), data.chunks);
   }
 
   let sharedAt = plan.sharedXattrOffsetBytes;
@@ -454,15 +480,12 @@ export function emitMetadataImage(plan: MetadataImagePlan, options: MetadataImag
 
 function directoryEntries(inode: InodePlan, plan: MetadataImagePlan): Dirent[] {
   const node = inode.node as DirNode;
-  const entries: Dirent[] = [
-    { nid: inode.nid, name: DOT, fileType: FILE_TYPE.DIR },
-    { nid: inode.parent!.nid, name: DOTDOT, fileType: FILE_TYPE.DIR },
-  ];
-  for (const [key, child] of node.children) {
-    entries.push({ nid: plan.nidOf.get(child)!, name: nameBytes(key), fileType: direntFileTypeOfKind(child.kind) });
-  }
-  entries.sort((a, b) => Buffer.compare(a.name, b.name));
-  return entries;
+  return plan.sortedNames.get(node)!.map((key) => {
+    if (key === '.') return { nid: inode.nid, name: DOT, fileType: FILE_TYPE.DIR };
+    if (key === '..') return { nid: inode.parent!.nid, name: DOTDOT, fileType: FILE_TYPE.DIR };
+    const child = node.children.get(key)!;
+    return { nid: plan.nidOf.get(child)!, name: nameBytes(key), fileType: direntFileTypeOfKind(child.kind) };
+  });
 }
 
 /**

@@ -57,19 +57,25 @@ export function chunkArrayOffsetBytes(afterXattrsOffsetBytes: number, format: Ch
 
 export function encodeChunkIndexes(indexes: readonly ChunkIndex[]): Buffer {
   const buf = Buffer.alloc(indexes.length * CHUNK_INDEX_SIZE_BYTES);
-  indexes.forEach((index, i) => {
-    const at = i * CHUNK_INDEX_SIZE_BYTES;
+  writeChunkIndexes(buf, 0, indexes);
+  return buf;
+}
+
+/** Writes 8-byte chunk indexes at `at` of `buf`, whose bytes there must be zero. */
+export function writeChunkIndexes(buf: Buffer, at: number, indexes: readonly ChunkIndex[]): void {
+  for (let i = 0; i < indexes.length; i++) {
+    const index = indexes[i]!;
+    const entryAt = at + i * CHUNK_INDEX_SIZE_BYTES;
     // startblk_hi (former "advise") stays 0 without 48-bit addressing; holes carry device 0.
     if (index.blkaddr === null) {
-      buf.writeUInt32LE(NULL_ADDR, at + 4);
-      return;
+      buf.writeUInt32LE(NULL_ADDR, entryAt + 4);
+      continue;
     }
     if (index.blkaddr >= NULL_ADDR) throw new FormatLimitError(`block address ${index.blkaddr} needs 48-bit addressing`);
     if (index.deviceId > 0xffff) throw new FormatLimitError(`device id ${index.deviceId} does not fit 16 bits`);
-    buf.writeUInt16LE(index.deviceId, at + 2);
-    buf.writeUInt32LE(index.blkaddr, at + 4);
-  });
-  return buf;
+    buf.writeUInt16LE(index.deviceId, entryAt + 2);
+    buf.writeUInt32LE(index.blkaddr, entryAt + 4);
+  }
 }
 
 /**

@@ -84,40 +84,47 @@ export function fitsCompact(inode: Pick<Inode, 'uid' | 'gid' | 'nlink' | 'sizeBy
 }
 
 export function encodeInode(inode: Inode): Buffer {
+  const buf = Buffer.alloc(inodeSizeBytes(inode.isExtended));
+  writeInode(buf, 0, inode);
+  return buf;
+}
+
+/**
+ * Writes an inode at `at` of `buf`, whose bytes there must be zero (the reserved fields are not
+ * written): the image writer encodes thousands of inodes straight into the image this way.
+ */
+export function writeInode(buf: Buffer, at: number, inode: Inode): void {
   if (inode.dataLayout < 0 || inode.dataLayout > DATA_LAYOUT.CHUNK_BASED) throw new FormatLimitError(`bad data layout ${inode.dataLayout}`);
   const format = (inode.isExtended ? 1 : 0) | (inode.dataLayout << 1);
   if (inode.isExtended) {
-    const buf = Buffer.alloc(EXTENDED_INODE_SIZE_BYTES);
-    buf.writeUInt16LE(format, EXTENDED.format);
-    buf.writeUInt16LE(inode.xattrIcount, EXTENDED.xattrIcount);
-    buf.writeUInt16LE(inode.mode, EXTENDED.mode);
-    buf.writeUInt16LE(0, EXTENDED.nb);
-    buf.writeBigUInt64LE(BigInt(inode.sizeBytes), EXTENDED.size);
-    buf.writeUInt32LE(inode.iu >>> 0, EXTENDED.iu);
-    buf.writeUInt32LE(inode.ino >>> 0, EXTENDED.ino);
-    buf.writeUInt32LE(inode.uid >>> 0, EXTENDED.uid);
-    buf.writeUInt32LE(inode.gid >>> 0, EXTENDED.gid);
-    buf.writeBigInt64LE(inode.mtimeSec, EXTENDED.mtime);
-    buf.writeUInt32LE(inode.mtimeNsec, EXTENDED.mtimeNsec);
-    buf.writeUInt32LE(inode.nlink >>> 0, EXTENDED.nlink);
-    return buf;
+    buf.writeUInt16LE(format, at + EXTENDED.format);
+    buf.writeUInt16LE(inode.xattrIcount, at + EXTENDED.xattrIcount);
+    buf.writeUInt16LE(inode.mode, at + EXTENDED.mode);
+    buf.writeUInt16LE(0, at + EXTENDED.nb);
+    buf.writeBigUInt64LE(BigInt(inode.sizeBytes), at + EXTENDED.size);
+    buf.writeUInt32LE(inode.iu >>> 0, at + EXTENDED.iu);
+    buf.writeUInt32LE(inode.ino >>> 0, at + EXTENDED.ino);
+    buf.writeUInt32LE(inode.uid >>> 0, at + EXTENDED.uid);
+    buf.writeUInt32LE(inode.gid >>> 0, at + EXTENDED.gid);
+    buf.writeBigInt64LE(inode.mtimeSec, at + EXTENDED.mtime);
+    buf.writeUInt32LE(inode.mtimeNsec, at + EXTENDED.mtimeNsec);
+    buf.writeUInt32LE(inode.nlink >>> 0, at + EXTENDED.nlink);
+    return;
   }
   if (inode.uid > 0xffff || inode.gid > 0xffff || inode.nlink > 0xffff || inode.sizeBytes > 0xffffffff) {
     throw new FormatLimitError('inode fields do not fit the compact form');
   }
-  const buf = Buffer.alloc(COMPACT_INODE_SIZE_BYTES);
-  buf.writeUInt16LE(format, COMPACT.format);
-  buf.writeUInt16LE(inode.xattrIcount, COMPACT.xattrIcount);
-  buf.writeUInt16LE(inode.mode, COMPACT.mode);
-  buf.writeUInt16LE(inode.nlink, COMPACT.nlink);
-  buf.writeUInt32LE(inode.sizeBytes, COMPACT.size);
+  buf.writeUInt16LE(format, at + COMPACT.format);
+  buf.writeUInt16LE(inode.xattrIcount, at + COMPACT.xattrIcount);
+  buf.writeUInt16LE(inode.mode, at + COMPACT.mode);
+  buf.writeUInt16LE(inode.nlink, at + COMPACT.nlink);
+  buf.writeUInt32LE(inode.sizeBytes, at + COMPACT.size);
   // i_mtime stays 0: pre-6.15 kernels ignore it and 6.15+ add it to the epoch.
-  buf.writeUInt32LE(0, COMPACT.mtime);
-  buf.writeUInt32LE(inode.iu >>> 0, COMPACT.iu);
-  buf.writeUInt32LE(inode.ino >>> 0, COMPACT.ino);
-  buf.writeUInt16LE(inode.uid, COMPACT.uid);
-  buf.writeUInt16LE(inode.gid, COMPACT.gid);
-  return buf;
+  buf.writeUInt32LE(0, at + COMPACT.mtime);
+  buf.writeUInt32LE(inode.iu >>> 0, at + COMPACT.iu);
+  buf.writeUInt32LE(inode.ino >>> 0, at + COMPACT.ino);
+  buf.writeUInt16LE(inode.uid, at + COMPACT.uid);
+  buf.writeUInt16LE(inode.gid, at + COMPACT.gid);
 }
 
 /** Reads the i_format word (offset 0 of both forms) to learn the inode's size before reading it. */

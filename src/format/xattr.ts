@@ -123,15 +123,21 @@ export function xattrEntrySizeBytes(suffixBytes: number, valueBytes: number): nu
 }
 
 export function encodeXattrEntry(entry: XattrEntry): Buffer {
+  const buf = Buffer.alloc(xattrEntrySizeBytes(entry.suffix.length, entry.value.length));
+  writeXattrEntry(buf, 0, entry);
+  return buf;
+}
+
+/** Writes an entry at `at` of `buf` (zero there: the 4-byte alignment padding is not written); returns its size with padding. */
+export function writeXattrEntry(buf: Buffer, at: number, entry: XattrEntry): number {
   if (entry.suffix.length > MAX_XATTR_NAME_SUFFIX_BYTES) throw new FormatLimitError('xattr name suffix longer than 255 bytes');
   if (entry.value.length > MAX_XATTR_VALUE_BYTES) throw new FormatLimitError(`xattr value of ${entry.value.length} bytes exceeds ${MAX_XATTR_VALUE_BYTES}`);
-  const buf = Buffer.alloc(xattrEntrySizeBytes(entry.suffix.length, entry.value.length));
-  buf.writeUInt8(entry.suffix.length, 0);
-  buf.writeUInt8(entry.nameIndex, 1);
-  buf.writeUInt16LE(entry.value.length, 2);
-  entry.suffix.copy(buf, XATTR_ENTRY_HEADER_SIZE_BYTES);
-  entry.value.copy(buf, XATTR_ENTRY_HEADER_SIZE_BYTES + entry.suffix.length);
-  return buf;
+  buf.writeUInt8(entry.suffix.length, at);
+  buf.writeUInt8(entry.nameIndex, at + 1);
+  buf.writeUInt16LE(entry.value.length, at + 2);
+  entry.suffix.copy(buf, at + XATTR_ENTRY_HEADER_SIZE_BYTES);
+  entry.value.copy(buf, at + XATTR_ENTRY_HEADER_SIZE_BYTES + entry.suffix.length);
+  return xattrEntrySizeBytes(entry.suffix.length, entry.value.length);
 }
 
 /** Decodes the entry at `offsetBytes` of `bytes`, which must end within `limitBytes`. */
@@ -170,23 +176,23 @@ export function xattrIbodyContentSizeBytes(sharedCount: number, entries: readonl
 }
 
 export function encodeXattrIbody(ibody: XattrIbody): Buffer {
-  if (ibody.sharedIds.length > MAX_SHARED_XATTRS_PER_INODE) throw new FormatLimitError(`${ibody.sharedIds.length} shared xattrs exceed ${MAX_SHARED_XATTRS_PER_INODE}`);
-  const size = xattrIbodyContentSizeBytes(ibody.sharedIds.length, ibody.entries);
-  if (size === 0) return Buffer.alloc(0);
-  const buf = Buffer.alloc(size);
-  buf.writeUInt32LE(ibody.nameFilter >>> 0, 0);
-  buf.writeUInt8(ibody.sharedIds.length, 4);
-  let at = XATTR_IBODY_HEADER_SIZE_BYTES;
-  for (const id of ibody.sharedIds) {
-    buf.writeUInt32LE(id >>> 0, at);
-    at += 4;
-  }
-  for (const entry of ibody.entries) {
-    const encoded = encodeXattrEntry(entry);
-    encoded.copy(buf, at);
-    at += encoded.length;
-  }
+  const buf = Buffer.alloc(xattrIbodyContentSizeBytes(ibody.sharedIds.length, ibody.entries));
+  writeXattrIbody(buf, 0, ibody);
   return buf;
+}
+
+/** Writes an ibody at `at` of `buf`, whose bytes there must be zero (alignment padding is not written). */
+export function writeXattrIbody(buf: Buffer, at: number, ibody: XattrIbody): void {
+  if (ibody.sharedIds.length > MAX_SHARED_XATTRS_PER_INODE) throw new FormatLimitError(`${ibody.sharedIds.length} shared xattrs exceed ${MAX_SHARED_XATTRS_PER_INODE}`);
+  if (ibody.sharedIds.length === 0 && ibody.entries.length === 0) return;
+  buf.writeUInt32LE(ibody.nameFilter >>> 0, at);
+  buf.writeUInt8(ibody.sharedIds.length, at + 4);
+  let entryAt = at + XATTR_IBODY_HEADER_SIZE_BYTES;
+  for (const id of ibody.sharedIds) {
+    buf.writeUInt32LE(id >>> 0, entryAt);
+    entryAt += 4;
+  }
+  for (const entry of ibody.entries) entryAt += writeXattrEntry(buf, entryAt, entry);
 }
 
 /** Decodes an ibody of exactly `bytes.length` bytes (from i_xattr_icount). */
