@@ -5,7 +5,7 @@ import { BlobWriter } from './blob.js';
 import type { ChunkSizePolicy, ChunkStats, ReadAt } from './chunker.js';
 import { DEVICE_CODE_CURRENT_BLOB, type ChunkThread } from './chunkThread.js';
 import { FINGERPRINT_IMAGE_OPTIONS, fingerprintXattr } from './fingerprint.js';
-import { OVERLAY_METACOPY_XATTR, OVERLAY_REDIRECT_XATTR, ObjectIndexThread, objectPath, type ObjectEntry } from './objectIndex.js';
+import { OVERLAY_METACOPY_XATTR, OVERLAY_REDIRECT_XATTR, buildObjectIndex, objectPath, type ObjectEntry } from './objectIndex.js';
 import { emitMetadataImage, planMetadataImage, setVolumeUuid, type MetadataImageOptions } from './metadata.js';
 import { regularSizeBytes, type DirNode, type RegNode, type RegularData, type TreeNode } from './tree.js';
 
@@ -61,6 +61,12 @@ export class ImageBuilder {
   private readonly objectsOfDigest = new Map<string, Set<string>>();
   /** Blobs being made durable in the background, with their chunk lists and object indexes. */
   private readonly persisting: Promise<void>[] = [];
+  /**
+   * Object indexes of finished layers, built when the image's metadata is done: on this thread then,
+   * warm from planning the image. A thread of their own cost more (its start-up, and planning at
+   * the same time as the image took both cores from the image) than building them after it.
+   */
+  private readonly objectIndexJobs: (() => void)[] = [];
 
   constructor(
     private readonly store: ChunkStore,
@@ -85,7 +91,6 @@ export class ImageBuilder {
    * written. On failure the partial blob is removed.
    */
   async layer<T>(fill: (store: (sourcePath: string, readAt: ReadAt, sizeBytes: number) => StoredFile | Promise<StoredFile>) => Promise<T>): Promise<T> {
-    const objectIndexThread = new ObjectIndexThread();
     const slot: BlobSlot = { fresh: true };
     this.slots.push(slot);
     const currentSlot = this.slots.length;
@@ -129,12 +134,22 @@ export class ImageBuilder {
           objects.set(hex, { contentSha256Hex: hex, sizeBytes: data.sizeBytes, chunkBits: data.chunkBits, chunks: data.chunks.map((c) => (c.blkaddr === null ? c : { deviceId: 1, blkaddr: c.blkaddr })) });
         }
         const digests = [...objects.keys()].sort();
-        const objectIndex = objectIndexThread.build({ blobDigest: blob.digest, blobBlocks: blob.blocks, objects: [...objects.values()], blockSizeBits: this.options.blockSizeBits });
+        const objectIndex = new Promise<Buffer>((resolve, reject) => {
+          this.objectIndexJobs.push(() => {
+            try {
+              resolve(buildObjectIndex(blob.digest, blob.blocks, [...objects.values()], this.options.blockSizeBits));
+            } catch (error) {
+              reject(error as Error);
+            }
+          });
+        });
         this.objectsOfDigest.set(blob.digest, new Set(digests));
         // Later layers deduplicate against this blob at once (the chunk thread knows its chunks);
         // its files reach the store in the background (blob fsync and rename first, then what
         // names it), awaited by finish().
         const written = ended.written;
+        // Seen through `persisting`; it may fail before that chain waits for it.
+        objectIndex.catch(() => {});
         this.persisting.push(
           (async () => {
             await blob.persisted;
@@ -142,14 +157,11 @@ export class ImageBuilder {
             await this.store.addBlobChunks(blob.digest, written);
           })(),
         );
-      } else {
-        await objectIndexThread.dispose();
       }
       for (const key of Object.keys(this.stats) as (keyof ChunkStats)[]) this.stats[key] += ended.stats[key];
       return result;
     } catch (error) {
       await chunks.abortLayer();
-      await objectIndexThread.dispose();
       throw error;
     }
   }
@@ -190,6 +202,7 @@ export class ImageBuilder {
    * is still being written when the caller cleans up.
    */
   async settle(rethrow = false): Promise<void> {
+    for (const job of this.objectIndexJobs.splice(0)) job();
     const results = await Promise.allSettled(this.persisting.splice(0));
     const failed = results.find((result) => result.status === 'rejected');
     if (rethrow && failed !== undefined) throw (failed as PromiseRejectedResult).reason;
