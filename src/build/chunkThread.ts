@@ -209,13 +209,14 @@ export class ChunkThread {
     }
   }
 
+  /** Records the first failure and wakes every waiter (also on later calls: the thread may end after reporting). */
   private fail(error: Error): void {
-    if (this.failure !== undefined) return;
-    this.failure = error;
+    this.failure ??= error;
+    const failure = this.failure;
     for (const wake of this.bufferWaiters.splice(0)) wake();
-    this.layerWaiter?.reject(error);
+    this.layerWaiter?.reject(failure);
     this.layerWaiter = undefined;
-    for (const waiter of this.persisting.values()) waiter.reject(error);
+    for (const waiter of this.persisting.values()) waiter.reject(failure);
     this.persisting.clear();
     this.abortWaiter?.();
     this.abortWaiter = undefined;

@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TYPEFLAG } from '../../src/oci/tarHeader.js';
@@ -95,5 +96,63 @@ test('build: a name repeated in one layer takes the later entry (as Docker and c
       const names = await readdir(mountpoint, { encoding: 'buffer' });
       assert.ok(names.some((n) => n.equals(Buffer.from('caf\xe9', 'latin1'))), `names: ${names.map((n) => n.toString('hex'))}`);
     });
+  });
+});
+
+test('build: a later layer cut off mid-file, after a layer larger than the chunk thread\'s buffers: one error; the first blob is whole in the store, with its chunk list and object index, and dedups the next build', async () => {
+  await withTempDir(async (dir) => {
+    // 40 MiB of incompressible data is more than the main thread's batch buffers hold, so the
+    // chunk thread is still working on the first layer while the second is read.
+    const big = randomBytes(40 << 20);
+    const firstTar = makeTar([
+      { name: 'data/', typeflag: TYPEFLAG.dir, mode: 0o755 },
+      { name: 'data/big', data: big },
+      ...Array.from({ length: 200 }, (_, i) => ({ name: `data/small-${i}`, data: `file ${i}\n`.repeat(i + 1) })),
+    ]);
+    const secondTar = makeTar([{ name: 'more', data: randomBytes(8 << 20) }]);
+    // Cut in the middle of the second layer's only file: the chunk thread waits for bytes that never come.
+    const layout = await layoutWith(dir, [
+      { tar: firstTar, compression: 'none' },
+      { tar: secondTar.subarray(0, 512 + (3 << 20)), compression: 'none' },
+    ]);
+    const store = join(dir, 'store');
+    const result = await run('node', ['bin/run.js', 'build', `${layout}:img`, '-o', join(dir, 'out'), '--store', store]);
+    assert.equal(result.code, 2, result.output);
+    assert.equal(result.stderr.trim().split('\n').length, 1, result.stderr);
+    assert.match(result.stderr, /truncated/i);
+    await assertStoreConsistent(store);
+    const blobs = await readdir(join(store, 'blobs', 'sha256'));
+    assert.equal(blobs.length, 1, `one blob (the first layer's): ${blobs}`);
+    const blob = await readFile(join(store, 'blobs', 'sha256', blobs[0]!));
+    assert.equal(createHash('sha256').update(blob).digest('hex'), blobs[0], 'the blob is named by the digest of its bytes');
+    assert.ok(blob.length >= big.length, `the blob holds the first layer's data (${blob.length} bytes)`);
+    await stat(join(store, 'chunks', `${blobs[0]}.chunks`));
+    await stat(join(store, 'objects', `${blobs[0]}.erofs`));
+    // The store is usable: the first layer alone, built again into it, writes nothing new.
+    const again = await layoutWith(join(dir, 'again'), [{ tar: firstTar, compression: 'gzip' }]);
+    const rebuilt = await run('node', ['bin/run.js', 'build', `${again}:img`, '-o', join(dir, 'out2'), '--store', store, '--json']);
+    assert.equal(rebuilt.code, 0, rebuilt.output);
+    const report = JSON.parse(rebuilt.stdout) as { chunks: { bytesWritten: number; bytesReused: number }; blobs: string[] };
+    assert.equal(report.chunks.bytesWritten, 0, 'nothing written again');
+    assert.ok(report.chunks.bytesReused >= big.length);
+    assert.deepEqual(report.blobs.map((b) => b.split('/').pop()), blobs);
+  });
+});
+
+test('build: a corrupt chunk list in the store is one clear error naming the store, and nothing is written', async () => {
+  await withTempDir(async (dir) => {
+    const layout = await layoutWith(dir, [{ tar: goodTar(), compression: 'none' }]);
+    const store = join(dir, 'store');
+    const first = await run('node', ['bin/run.js', 'build', `${layout}:img`, '-o', join(dir, 'a'), '--store', store]);
+    assert.equal(first.code, 0, first.output);
+    const [list] = await readdir(join(store, 'chunks'));
+    await writeFile(join(store, 'chunks', list!), Buffer.alloc(45));
+    const result = await run('node', ['bin/run.js', 'build', `${layout}:img`, '-o', join(dir, 'b'), '--store', store]);
+    assert.equal(result.code, 2, result.output);
+    const lines = result.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, result.stderr);
+    assert.match(lines[0]!, new RegExp(`store ${store}: chunk list ${list} is corrupt`));
+    assert.deepEqual((await filesUnder(join(dir, 'b'))).filter((f) => f.endsWith('.erofs')), [], 'no metadata image');
+    await assertStoreConsistent(store);
   });
 });
