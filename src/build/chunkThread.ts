@@ -2,7 +2,8 @@ import { createHash, type Hash } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
 import type { ChunkIndex } from '../format/chunk.js';
-import { SourceChangedError, type ChunkSizePolicy, type ChunkStats, type ReadAt, type WrittenChunk } from './chunker.js';
+import type { ChunkSizePolicy, ChunkStats, ReadAt, WrittenChunk } from './chunker.js';
+import { SourceChangedError } from './errors.js';
 import type { RegularData } from './tree.js';
 
 /**

@@ -1,6 +1,7 @@
 import { Blake3Hasher, blake3 } from '@napi-rs/blake-hash';
 import type { ChunkIndex } from '../format/chunk.js';
 import type { BlobWriter } from './blob.js';
+import { SourceChangedError } from './errors.js';
 import type { RegularData } from './tree.js';
 
 /**
@@ -59,13 +60,6 @@ export interface ChunkStats {
   bytesReused: number;
 }
 
-export class SourceChangedError extends Error {
-  readonly code = 'ERR_SOURCE_CHANGED';
-  constructor(readonly sourcePath: string, expectedBytes: number, gotBytes: number) {
-    super(`${sourcePath}: file shrank while being read (expected ${expectedBytes} bytes, got ${gotBytes})`);
-    this.name = 'SourceChangedError';
-  }
-}
 
 /** Chunks up to this size are read whole into memory; larger ones stream through in pieces. */
 const WHOLE_CHUNK_LIMIT_BYTES = 4 << 20;

@@ -15,3 +15,12 @@ export class BuildInterruptedError extends Error {
     this.name = 'BuildInterruptedError';
   }
 }
+
+/** A source file shrank while it was read: its data would not match its size. */
+export class SourceChangedError extends Error {
+  readonly code = 'ERR_SOURCE_CHANGED';
+  constructor(readonly sourcePath: string, expectedBytes: number, gotBytes: number) {
+    super(`${sourcePath}: file shrank while being read (expected ${expectedBytes} bytes, got ${gotBytes})`);
+    this.name = 'SourceChangedError';
+  }
+}

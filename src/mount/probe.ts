@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rm, truncate, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
-import { setAttribute } from 'fs-xattr';
 import { KernelCommandError } from './errors.js';
 import { erofsMountArgv, overlayMountArgv, type MechanismFacts, type Verdict } from './mechanism.js';
 import { hasOption, readMountinfo, topMountAt } from './mountinfo.js';
@@ -115,6 +114,8 @@ export async function probeOverlay(runtime: Runtime, holder: Holder): Promise<Ve
     // The metadata file holds no data, only the size, like the files of our metadata images.
     await writeFile(join(meta, 'file'), '');
     await truncate(join(meta, 'file'), PROBE_DATA.length);
+    // Loaded here: the native addon would otherwise load with every command (oclif loads them all).
+    const { setAttribute } = await import('fs-xattr');
     await setAttribute(join(meta, 'file'), 'trusted.overlay.metacopy', Buffer.alloc(0));
     await setAttribute(join(meta, 'file'), 'trusted.overlay.redirect', '/object');
     try {

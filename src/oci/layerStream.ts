@@ -1,9 +1,9 @@
 import { Duplex, Readable, pipeline } from 'node:stream';
-import zstd from 'zstd-napi/binding.js';
 import { DigestCheck, type ParsedDigest } from './digest.js';
 import { gunzipOffThread } from './inflate.js';
 import { InvalidLayerError, isOciError } from './errors.js';
 import type { Compression } from './mediaTypes.js';
+import { zstdBinding } from './zstd.js';
 
 /** Everything needed to stream one layer and check it. */
 export interface LayerLocation {
@@ -30,6 +30,7 @@ const READ_AHEAD_BYTES = 512 * 1024;
  */
 function zstdDecompressor(subject: string): Duplex {
   return Duplex.from(async function* (source: AsyncIterable<Buffer>) {
+    const zstd = zstdBinding();
     const context = new zstd.DCtx();
     const outBytes = zstd.dStreamOutSize();
     let sawInput = false;

@@ -3,7 +3,6 @@ import { open, stat } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { constants as zlibConstants, gunzipSync } from 'node:zlib';
-import zstd from 'zstd-napi/binding.js';
 import { isTarStart, readDockerArchive } from './dockerArchive.js';
 import { InvalidImageSourceError, TarFormatError, UnsupportedMediaTypeError } from './errors.js';
 import { ArchiveFiles, DirectoryFiles, READ_CHUNK_BYTES, type SourceFiles } from './files.js';
@@ -12,6 +11,7 @@ import { openLayerStream, type LayerLocation } from './layerStream.js';
 import { ociLayerMediaType, sniffCompression, type Compression } from './mediaTypes.js';
 import { TAR_BLOCK_BYTES, decodeTarHeader } from './tarHeader.js';
 import { TarIndex, normalizeArchivePath, scanTarFile } from './tarIndex.js';
+import { zstdBinding } from './zstd.js';
 import type { RegistryClientOptions } from './registry/client.js';
 import { isRegistrySpec, parseReference } from './registry/reference.js';
 import { openRegistryFiles } from './registry/source.js';
@@ -85,6 +85,7 @@ function decompressPrefix(head: Buffer, compression: 'gzip' | 'zstd', path: stri
       // damage further in is found, with the layer named, when the layer is read.
       return gunzipSync(head.subarray(0, 4096), { finishFlush: zlibConstants.Z_SYNC_FLUSH });
     }
+    const zstd = zstdBinding();
     const context = new zstd.DCtx();
     const output = Buffer.allocUnsafe(zstd.dStreamOutSize());
     const [, produced] = context.decompressStream(output, head.subarray(0, 4096));

@@ -1,4 +1,3 @@
-import { getAttributeSync, listAttributesSync } from 'fs-xattr';
 import { closeSync, constants as fsConstants, lstatSync, openSync, readdirSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
 import type { RegularData, DirNode, NodeAttrs, TreeNode } from '../tree.js';
 import { nameKey } from '../tree.js';
@@ -30,6 +29,9 @@ function attrsOf(stat: BigIntStats, xattrs: Map<string, Buffer>): NodeAttrs {
   return { permissions: Number(stat.mode) & 0o7777, uid: Number(stat.uid), gid: Number(stat.gid), mtimeSec, mtimeNsec, xattrs };
 }
 
+/** fs-xattr (a native addon), loaded by the first directory read: image builds never need it, and loading it took about 25 ms of every start. */
+let fsXattr: typeof import('fs-xattr') | undefined;
+
 /** O_PATH (not exported by node): a handle on the entry itself, even a symlink, without opening it. */
 const O_PATH = 0o10000000;
 
@@ -39,6 +41,7 @@ const O_PATH = 0o10000000;
  * works for names that are not valid UTF-8.
  */
 function readXattrs(pathBytes: Buffer, openFd?: number): Map<string, Buffer> {
+  const { getAttributeSync, listAttributesSync } = fsXattr!;
   const xattrs = new Map<string, Buffer>();
   const fd = openFd ?? openSync(pathBytes, O_PATH | fsConstants.O_NOFOLLOW);
   const fdPath = `/proc/self/fd/${fd}`;
@@ -70,6 +73,7 @@ function readXattrs(pathBytes: Buffer, openFd?: number): Map<string, Buffer> {
  * goes through `sink` as it is met, so no file is held in memory.
  */
 export async function readDirectoryTree(rootPath: string, sink: RegularFileSink): Promise<DirNode> {
+  fsXattr ??= await import('fs-xattr');
   const rootBytes = Buffer.from(rootPath);
   let rootStat: BigIntStats;
   try {
