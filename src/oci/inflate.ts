@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
+import type { DigestAlgorithm } from './digest.js';
 
 /**
  * gzip decompression on a worker thread. zlib's own streams inflate on libuv's thread pool, but
@@ -16,11 +17,22 @@ export const INFLATE_BATCH_BYTES = 1 << 20;
 /** Compressed pieces sent ahead of the worker's requests, so it has input while the main thread is busy. */
 const INPUT_AHEAD_PIECES = 2;
 
+/** Digests the worker computes on the way: of the gzip bytes it is given and of the bytes it inflates. */
+export interface InflateDigestAlgorithms {
+  input?: DigestAlgorithm;
+  output?: DigestAlgorithm;
+}
+/** `algorithm:hex` of what was hashed, reported at the end. */
+export interface InflateDigests {
+  input?: string;
+  output?: string;
+}
+
 export type InflateRequest = { type: 'input'; buffer: ArrayBuffer } | { type: 'input-end' } | { type: 'ack'; bytes: number };
 export type InflateResponse =
   | { type: 'need' }
   | { type: 'data'; buffer: ArrayBuffer }
-  | { type: 'end' }
+  | { type: 'end'; digests: InflateDigests }
   | { type: 'error'; code?: string; message: string };
 
 /**
@@ -32,9 +44,10 @@ export type InflateResponse =
  * A Readable over a generator rather than a Duplex pipeline stage: destroying a Readable.from
  * returns the generator (its `finally` stops the worker), where a Duplex.from stage left it waiting.
  */
-export function gunzipOffThread(compressed: Readable): Readable {
+export function gunzipOffThread(compressed: Readable, digests: InflateDigestAlgorithms = {}, check?: (actual: InflateDigests) => void): Readable {
   async function* inflate(): AsyncGenerator<Buffer> {
-    const worker = new Worker(new URL('./inflateWorker.js', import.meta.url));
+    const worker = new Worker(new URL('./inflateWorker.js', import.meta.url), { workerData: digests });
+    let actual: InflateDigests = {};
     const input = compressed[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
     const output: Buffer[] = [];
     let ended = false;
@@ -82,6 +95,7 @@ export function gunzipOffThread(compressed: Readable): Readable {
           break;
         case 'end':
           ended = true;
+          actual = message.digests;
           break;
         case 'error':
           failure ??= { error: Object.assign(new Error(message.message), { code: message.code }) };
@@ -106,7 +120,11 @@ export function gunzipOffThread(compressed: Readable): Readable {
           continue;
         }
         if (failure !== undefined) throw failure.error;
-        if (ended) return;
+        if (ended) {
+          // Before the stream ends: a consumer never sees a clean end of unverified bytes.
+          check?.(actual);
+          return;
+        }
         await new Promise<void>((resolve) => (wake = resolve));
       }
     } finally {

@@ -1,6 +1,7 @@
-import { parentPort } from 'node:worker_threads';
+import { createHash } from 'node:crypto';
+import { parentPort, workerData } from 'node:worker_threads';
 import { createGunzip } from 'node:zlib';
-import { INFLATE_AHEAD_BYTES, INFLATE_BATCH_BYTES, type InflateRequest, type InflateResponse } from './inflate.js';
+import { INFLATE_AHEAD_BYTES, INFLATE_BATCH_BYTES, type InflateDigestAlgorithms, type InflateRequest, type InflateResponse } from './inflate.js';
 
 /**
  * Worker body of {@link gunzipOffThread}: inflates what the main thread sends, in its own event
@@ -9,6 +10,11 @@ import { INFLATE_AHEAD_BYTES, INFLATE_BATCH_BYTES, type InflateRequest, type Inf
  */
 const port = parentPort!;
 const gunzip = createGunzip({ chunkSize: 256 << 10 });
+// The layer's digest and diff_id are hashed here, beside the inflating, rather than on the main
+// thread, which is the busiest part of a conversion.
+const algorithms = workerData as InflateDigestAlgorithms;
+const inputHash = algorithms.input === undefined ? undefined : createHash(algorithms.input);
+const outputHash = algorithms.output === undefined ? undefined : createHash(algorithms.output);
 let batch: Buffer[] = [];
 let batchBytes = 0;
 let unackedBytes = 0;
@@ -29,13 +35,20 @@ function sendBatch(): void {
 }
 
 gunzip.on('data', (chunk: Buffer) => {
+  outputHash?.update(chunk);
   batch.push(chunk);
   batchBytes += chunk.length;
   if (batchBytes >= INFLATE_BATCH_BYTES) sendBatch();
 });
 gunzip.on('end', () => {
   sendBatch();
-  post({ type: 'end' });
+  post({
+    type: 'end',
+    digests: {
+      ...(inputHash === undefined ? {} : { input: `${algorithms.input}:${inputHash.digest('hex')}` }),
+      ...(outputHash === undefined ? {} : { output: `${algorithms.output}:${outputHash.digest('hex')}` }),
+    },
+  });
 });
 gunzip.on('error', (error: NodeJS.ErrnoException) => post({ type: 'error', code: error.code, message: error.message }));
 
@@ -43,6 +56,7 @@ port.on('message', (message: InflateRequest) => {
   switch (message.type) {
     case 'input':
       // Ready for more once zlib has taken this piece.
+      inputHash?.update(Buffer.from(message.buffer));
       gunzip.write(Buffer.from(message.buffer), () => post({ type: 'need' }));
       break;
     case 'input-end':
