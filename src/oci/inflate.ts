@@ -3,11 +3,13 @@ import { Worker } from 'node:worker_threads';
 import type { DigestAlgorithm } from './digest.js';
 
 /**
- * gzip decompression on a worker thread. zlib's own streams inflate on libuv's thread pool, but
- * each piece needs a turn of the main thread's event loop to hand over its output and start the
- * next, and a converter busy parsing gives few: inflating and converting took turns instead of
- * running on two cores. The worker has an event loop of its own, runs up to
- * {@link INFLATE_AHEAD_BYTES} ahead, and its output waits in the main thread's message queue.
+ * Layer decompression (gzip, zstd) on a worker thread, which also hashes the compressed and the
+ * decompressed bytes (the layer's digest and diff_id). zlib's own streams inflate on libuv's thread
+ * pool, but each piece needs a turn of the main thread's event loop to hand over its output and
+ * start the next, and a converter busy parsing gives few: inflating and converting took turns
+ * instead of running on two cores; zstd and the digests ran on the main thread itself. The worker
+ * has an event loop of its own, runs up to {@link INFLATE_AHEAD_BYTES} ahead, and its output waits
+ * in the main thread's message queue.
  */
 
 /** Output the worker may have sent that the main thread has not taken yet. */
@@ -17,11 +19,15 @@ export const INFLATE_BATCH_BYTES = 1 << 20;
 /** Compressed pieces sent ahead of the worker's requests, so it has input while the main thread is busy. */
 const INPUT_AHEAD_PIECES = 2;
 
-/** Digests the worker computes on the way: of the gzip bytes it is given and of the bytes it inflates. */
-export interface InflateDigestAlgorithms {
+/** What the worker decompresses, and the digests it computes on the way: of the bytes it is given and of those it produces. */
+export interface InflateOptions {
+  compression: 'gzip' | 'zstd';
   input?: DigestAlgorithm;
   output?: DigestAlgorithm;
 }
+
+/** Error code of the worker's zstd errors (their message says what is wrong with the stream). */
+export const ZSTD_ERROR_CODE = 'ERR_ZSTD_STREAM';
 /** `algorithm:hex` of what was hashed, reported at the end. */
 export interface InflateDigests {
   input?: string;
@@ -36,17 +42,18 @@ export type InflateResponse =
   | { type: 'error'; code?: string; message: string };
 
 /**
- * The inflated bytes of the gzip stream `compressed`, as a Readable. zlib's errors come out as
- * Errors with zlib's `code` (Z_DATA_ERROR, Z_BUF_ERROR for a truncated stream), as from
- * `createGunzip`; an error of `compressed` comes out unchanged. Destroying the result destroys
+ * The decompressed bytes of `compressed`, as a Readable. zlib's errors come out as Errors with
+ * zlib's `code` (Z_DATA_ERROR, Z_BUF_ERROR for a truncated stream), as from `createGunzip`; zstd's
+ * with {@link ZSTD_ERROR_CODE}; an error of `compressed` comes out unchanged. At the end, `check`
+ * gets the digests (and may throw) before the stream ends. Destroying the result destroys
  * `compressed` and stops the worker.
  *
  * A Readable over a generator rather than a Duplex pipeline stage: destroying a Readable.from
  * returns the generator (its `finally` stops the worker), where a Duplex.from stage left it waiting.
  */
-export function gunzipOffThread(compressed: Readable, digests: InflateDigestAlgorithms = {}, check?: (actual: InflateDigests) => void): Readable {
+export function decompressOffThread(compressed: Readable, options: InflateOptions, check?: (actual: InflateDigests) => void): Readable {
   async function* inflate(): AsyncGenerator<Buffer> {
-    const worker = new Worker(new URL('./inflateWorker.js', import.meta.url), { workerData: digests });
+    const worker = new Worker(new URL('./inflateWorker.js', import.meta.url), { workerData: options });
     let actual: InflateDigests = {};
     const input = compressed[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
     const output: Buffer[] = [];
@@ -108,7 +115,7 @@ export function gunzipOffThread(compressed: Readable, digests: InflateDigestAlgo
       signal();
     });
     worker.on('exit', () => {
-      if (!ended) failure ??= { error: new Error('the gzip worker stopped before the end of the stream') };
+      if (!ended) failure ??= { error: new Error('the decompressing thread stopped before the end of the stream') };
       signal();
     });
     try {

@@ -1,9 +1,8 @@
-import { Duplex, Readable, pipeline } from 'node:stream';
+import { Readable, pipeline } from 'node:stream';
 import { DigestCheck, type ParsedDigest } from './digest.js';
-import { gunzipOffThread } from './inflate.js';
+import { decompressOffThread, ZSTD_ERROR_CODE } from './inflate.js';
 import { DigestMismatchError, InvalidLayerError, isOciError } from './errors.js';
 import type { Compression } from './mediaTypes.js';
-import { zstdBinding } from './zstd.js';
 
 /** Everything needed to stream one layer and check it. */
 export interface LayerLocation {
@@ -22,48 +21,11 @@ export interface LayerLocation {
 /** How far the returned stream reads ahead of its consumer. */
 const READ_AHEAD_BYTES = 512 * 1024;
 
-/**
- * zstd decompression with backpressure: zstd-napi's DecompressStream pushes all output of an input
- * chunk at once, and zstd expands a 64 KiB chunk of zeros to gigabytes, so we drive the context
- * ourselves from an async generator, which yields one output buffer at a time and only when the
- * consumer asks. Errors become {@link InvalidLayerError} naming the layer.
- */
-function zstdDecompressor(subject: string): Duplex {
-  return Duplex.from(async function* (source: AsyncIterable<Buffer>) {
-    const zstd = zstdBinding();
-    const context = new zstd.DCtx();
-    const outBytes = zstd.dStreamOutSize();
-    let sawInput = false;
-    // Nonzero while a frame is unfinished: input ending then means the stream was cut short.
-    let hint = 0;
-    for await (const chunk of source) {
-      if (chunk.length === 0) continue;
-      sawInput = true;
-      let input: Buffer = chunk;
-      for (;;) {
-        const output = Buffer.allocUnsafe(outBytes);
-        let produced: number;
-        let consumed: number;
-        try {
-          [hint, produced, consumed] = context.decompressStream(output, input);
-        } catch (error) {
-          throw new InvalidLayerError(subject, `corrupt zstd stream (${(error as Error).message})`);
-        }
-        input = input.subarray(consumed);
-        if (produced > 0) yield output.subarray(0, produced);
-        // Done with this chunk once it is consumed and zstd had room to flush everything it holds.
-        if (input.length === 0 && (produced < output.length || hint === 0)) break;
-      }
-    }
-    if (!sawInput) throw new InvalidLayerError(subject, 'empty zstd stream (no frame)');
-    if (hint !== 0) throw new InvalidLayerError(subject, 'truncated zstd stream (ends inside a frame)');
-  });
-}
-
-/** zlib's errors carry codes like Z_DATA_ERROR; say which layer, and that it is the gzip stream. */
+/** zlib's errors carry codes like Z_DATA_ERROR, zstd's {@link ZSTD_ERROR_CODE}; say which layer, and which stream. */
 function translate(error: unknown, subject: string): unknown {
   if (isOciError(error)) return error;
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (code === ZSTD_ERROR_CODE) return new InvalidLayerError(subject, (error as Error).message);
   if (typeof code === 'string' && code.startsWith('Z_')) {
     const problem = code === 'Z_BUF_ERROR' ? 'truncated gzip stream (unexpected end of file)' : `corrupt gzip stream (${(error as Error).message})`;
     return new InvalidLayerError(subject, problem);
@@ -89,18 +51,17 @@ export function openLayerStream(location: LayerLocation): Readable {
   const chain = (first: Readable, stages: NodeJS.ReadWriteStream[]): Readable =>
     stages.length === 0 ? first : (pipeline([first, ...stages], () => {}) as unknown as Readable);
   const stored: NodeJS.ReadWriteStream[] = [];
-  // gzip layers are hashed on the inflating thread (both digests); here only their size is counted.
-  const gzip = compression === 'gzip';
-  if ((digest !== undefined && !gzip) || sizeBytes !== undefined) {
-    stored.push(new DigestCheck({ subject, kind: sameDigest ? 'digest (and diff_id)' : 'digest', expected: gzip ? undefined : digest, expectedSizeBytes: sizeBytes }));
+  // Compressed layers are hashed on the decompressing thread (both digests); here only their size is counted.
+  const compressed = compression !== 'none';
+  if ((digest !== undefined && !compressed) || sizeBytes !== undefined) {
+    stored.push(new DigestCheck({ subject, kind: sameDigest ? 'digest (and diff_id)' : 'digest', expected: compressed ? undefined : digest, expectedSizeBytes: sizeBytes }));
   }
-  if (compression === 'zstd') stored.push(zstdDecompressor(subject));
   const source = location.open();
   let tar = chain(source, stored);
-  if (gzip) {
-    // Inflated on a worker thread (see inflate.ts), after the size check; it also hashes the gzip
-    // bytes and the tar, and the digests are compared before the stream ends.
-    tar = gunzipOffThread(tar, { input: digest?.algorithm, output: diffId?.algorithm }, (actual) => {
+  if (compressed) {
+    // Decompressed on a worker thread (see inflate.ts), after the size check; it also hashes the
+    // stored bytes and the tar, and the digests are compared before the stream ends.
+    tar = decompressOffThread(tar, { compression, input: digest?.algorithm, output: diffId?.algorithm }, (actual) => {
       if (digest !== undefined && actual.input !== digest.text) throw new DigestMismatchError(subject, 'digest', digest.text, actual.input ?? '(none)');
       if (diffId !== undefined && actual.output !== diffId.text) throw new DigestMismatchError(subject, 'diff_id', diffId.text, actual.output ?? '(none)');
     });

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TYPEFLAG } from '../../src/oci/tarHeader.js';
 import { run } from '../helpers/exec.js';
@@ -154,5 +154,44 @@ test('build: a corrupt chunk list in the store is one clear error naming the sto
     assert.match(lines[0]!, new RegExp(`store ${store}: chunk list ${list} is corrupt`));
     assert.deepEqual((await filesUnder(join(dir, 'b'))).filter((f) => f.endsWith('.erofs')), [], 'no metadata image');
     await assertStoreConsistent(store);
+  });
+});
+
+test('build: a zstd layer expanding 2000-fold (768 MiB of zeros) converts in memory far below its size; the file reads back as zeros', async () => {
+  await withTempDir(async (dir) => {
+    const zeros = Buffer.alloc(768 << 20);
+    const layout = await layoutWith(dir, [{ tar: makeTar([{ name: 'zeros', data: zeros }, { name: 'after', data: 'still here\n' }]), compression: 'zstd' }]);
+    const out = join(dir, 'out');
+    // In a process of its own, to read its peak memory (threads included) at the end.
+    const script = `
+      import { build } from ${JSON.stringify(new URL('../../src/build/build.js', import.meta.url).href)};
+      const report = await build([process.argv[2]], { outputDir: process.argv[3] });
+      const { readFileSync } = await import('node:fs');
+      // VmHWM, not getrusage's maxRSS, which counts the parent's memory at fork.
+      const maxRssKb = Number(/VmHWM:\\s+(\\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1]);
+      console.log(JSON.stringify({ maxRssKb, image: report.images[0] }));`;
+    const scriptPath = join(dir, 'build.mjs');
+    await writeFile(scriptPath, script);
+    const result = await run('node', [scriptPath, `${layout}:img`, out]);
+    assert.equal(result.code, 0, result.output);
+    const { maxRssKb, image } = JSON.parse(result.stdout) as { maxRssKb: number; image: { metadataImage: string; blobs: string[]; chunks: { holeChunks: number } } };
+    // Decompressed output waits for the converter (it is never gathered whole in memory).
+    assert.ok(maxRssKb < 400 * 1024, `peak RSS ${Math.round(maxRssKb / 1024)} MiB for 768 MiB of layer data`);
+    assert.equal(image.chunks.holeChunks, 768, 'every 1 MiB chunk of zeros is a hole');
+    await withKernelMount(image.metadataImage, image.blobs, async (mountpoint) => {
+      const st = await stat(join(mountpoint, 'zeros'));
+      assert.equal(st.size, zeros.length);
+      const handle = await open(join(mountpoint, 'zeros'));
+      try {
+        const probe = Buffer.alloc(1 << 20, 0xff);
+        for (const position of [0, 300 << 20, (768 << 20) - probe.length]) {
+          await handle.read(probe, 0, probe.length, position);
+          assert.ok(probe.every((b) => b === 0), `zeros at ${position}`);
+        }
+      } finally {
+        await handle.close();
+      }
+      assert.equal(await readFile(join(mountpoint, 'after'), 'utf8'), 'still here\n');
+    });
   });
 });
