@@ -22,6 +22,7 @@ ROOTFS=${ROOTFS:-$REAL/rootfs/v1}
 WORK=$(mktemp -d /var/tmp/erofs-layer-bench-XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 cd "$REPO"
+npm run --silent build >&2   # dist/ and oclif.manifest.json as the CLI ships
 
 echo "== packing $ROOTFS as layer tarballs" >&2
 tar --xattrs --xattrs-include='*' --numeric-owner --exclude=./.made -C "$ROOTFS" -cf "$WORK/layer.tar" .
