@@ -5,6 +5,7 @@ import type { ChunkIndex } from '../format/chunk.js';
 import type { ChunkSizePolicy, ChunkStats, ReadAt, WrittenChunk } from './chunker.js';
 import { SourceChangedError } from './errors.js';
 import type { RegularData } from './tree.js';
+import { workerExecArgv } from '../util/worker.js';
 
 /**
  * The chunking of a build on a thread of its own: BLAKE3 of each chunk, the lookup in the chunk
@@ -129,7 +130,7 @@ export class ChunkThread {
   private exited = false;
 
   constructor(storeDir: string) {
-    this.worker = new Worker(new URL('./chunkWorker.js', import.meta.url), { workerData: { storeDir } });
+    this.worker = new Worker(new URL('./chunkWorker.js', import.meta.url), { workerData: { storeDir }, execArgv: workerExecArgv() });
     for (let i = 1; i < BUFFERS; i++) this.free.push(new ArrayBuffer(BATCH_BYTES));
     this.batch = Buffer.from(new ArrayBuffer(BATCH_BYTES));
     this.worker.on('message', (reply: ChunkThreadReply) => this.onReply(reply));

@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
 import type { DigestAlgorithm } from './digest.js';
+import { workerExecArgv } from '../util/worker.js';
 
 /**
  * Layer decompression (gzip, zstd) on a worker thread, which also hashes the compressed and the
@@ -53,7 +54,7 @@ export type InflateResponse =
  */
 export function decompressOffThread(compressed: Readable, options: InflateOptions, check?: (actual: InflateDigests) => void): Readable {
   async function* inflate(): AsyncGenerator<Buffer> {
-    const worker = new Worker(new URL('./inflateWorker.js', import.meta.url), { workerData: options });
+    const worker = new Worker(new URL('./inflateWorker.js', import.meta.url), { workerData: options, execArgv: workerExecArgv() });
     let actual: InflateDigests = {};
     const input = compressed[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
     const output: Buffer[] = [];

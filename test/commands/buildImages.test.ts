@@ -195,3 +195,21 @@ test('build: a zstd layer expanding 2000-fold (768 MiB of zeros) converts in mem
     });
   });
 });
+
+test('the library builds from a script given with node --input-type=module -e (its worker threads do not inherit those flags)', async () => {
+  await withTempDir(async (dir) => {
+    const layout = await layoutWith(dir, [{ tar: goodTar(), compression: 'gzip' }]);
+    const out = join(dir, 'out');
+    const script = `
+      import { build } from ${JSON.stringify(new URL('../../src/build/build.js', import.meta.url).href)};
+      const report = await build([${JSON.stringify(`${layout}:img`)}], { outputDir: ${JSON.stringify(out)} });
+      console.log(report.images[0].metadataImage);`;
+    const result = await run('node', ['--input-type=module', '-e', script]);
+    assert.equal(result.code, 0, result.output);
+    const report = JSON.parse(await readFile(join(out, 'img.report.json'), 'utf8')) as { metadataImage: string; blobs: string[] };
+    assert.equal(result.stdout.trim(), report.metadataImage);
+    await withKernelMount(report.metadataImage, report.blobs, async (mountpoint) => {
+      assert.equal(await readFile(join(mountpoint, 'etc/hostname'), 'utf8'), 'box\n');
+    });
+  });
+});

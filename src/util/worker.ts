@@ -1,0 +1,20 @@
+/**
+ * The `execArgv` our worker threads start with: the process's own, minus what only concerns a script
+ * given on the command line (`--input-type`, `-e`/`--eval`, `-p`/`--print`). Workers inherit
+ * `execArgv`, and with `--input-type` a worker started from a file fails at once
+ * (ERR_INPUT_TYPE_NOT_ALLOWED), so `node --input-type=module -e "...build(...)"` could not build.
+ */
+export function workerExecArgv(): string[] {
+  const kept: string[] = [];
+  const args = process.execArgv;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === '--input-type' || arg === '-e' || arg === '--eval' || arg === '-p' || arg === '--print') {
+      i++; // and its value
+      continue;
+    }
+    if (arg.startsWith('--input-type=') || arg.startsWith('--eval=') || arg.startsWith('--print=')) continue;
+    kept.push(arg);
+  }
+  return kept;
+}
