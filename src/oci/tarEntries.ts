@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { InvalidLayerError, showName, TarFormatError } from './errors.js';
-import { MAX_PAX_BYTES, TAR_BLOCK_BYTES, TYPEFLAG, decodePaxRecords, decodeTarHeader, isZeroBlock, paddingBytes, type TarHeader } from './tarHeader.js';
+import { ExtendedHeaders, MAX_PAX_BYTES, TAR_BLOCK_BYTES, TYPEFLAG, decodeTarHeader, isZeroBlock, paddingBytes, type TarHeader } from './tarHeader.js';
 
 export type LayerEntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'chr' | 'blk' | 'fifo';
 
@@ -140,7 +140,7 @@ const UNSUPPORTED_TYPE_NAMES: Record<string, string> = {
 const XATTR_PREFIXES = ['SCHILY.xattr.', 'LIBARCHIVE.xattr.'] as const;
 
 /** Xattrs from PAX records. libarchive's form percent-encodes the name and base64-encodes the value; SCHILY's wins when both are present. */
-function xattrsOf(records: Map<string, Buffer>): Map<string, Buffer> {
+function xattrsOf(records: ReadonlyMap<string, Buffer>): Map<string, Buffer> {
   const xattrs = new Map<string, Buffer>();
   for (const [key, value] of records) {
     if (key.startsWith(XATTR_PREFIXES[1])) {
@@ -156,20 +156,9 @@ function xattrsOf(records: Map<string, Buffer>): Map<string, Buffer> {
 
 type Built = Omit<LayerEntry, 'body'>;
 
-/** Things carried over from extended headers to the entry they precede. */
-interface Pending {
-  /** PAX records that apply to the entry: the global ones with its local ones over them. */
-  records: Map<string, Buffer>;
-  /** GNU long name / long link ('L', 'K'); PAX path/linkpath take precedence. */
-  longName?: string;
-  longLink?: string;
-}
-
-const NO_RECORDS: Map<string, Buffer> = new Map();
-
-function buildEntry(header: TarHeader, pending: Pending, layer: string): Built {
-  const records = pending.records;
-  const rawName = records.get('path')?.toString('latin1') ?? pending.longName ?? header.name;
+function buildEntry(header: TarHeader, extended: ExtendedHeaders, layer: string): Built {
+  const records = extended.records;
+  const rawName = extended.memberName(header);
   const fail = (problem: string): never => {
     throw new InvalidLayerError(layer, problem, showName(rawName));
   };
@@ -204,8 +193,12 @@ function buildEntry(header: TarHeader, pending: Pending, layer: string): Built {
       mtimeSec = parsed.sec;
       mtimeNsec = parsed.nsec;
     }
-    const paxSize = records.get('size');
-    if (paxSize !== undefined) sizeBytes = parsePaxSize(paxSize.toString('latin1')) ?? fail(`invalid PAX size ${JSON.stringify(paxSize.toString('latin1'))}`);
+    try {
+      sizeBytes = extended.memberSizeBytes(header, 0);
+    } catch (error) {
+      if (error instanceof TarFormatError) fail(error.problem);
+      throw error;
+    }
     uname = records.get('uname')?.toString('latin1') ?? uname;
     gname = records.get('gname')?.toString('latin1') ?? gname;
   }
@@ -226,7 +219,7 @@ function buildEntry(header: TarHeader, pending: Pending, layer: string): Built {
   };
 
   if (type === 'symlink' || type === 'hardlink') {
-    const rawLink = records.get('linkpath')?.toString('latin1') ?? pending.longLink ?? header.linkName;
+    const rawLink = extended.memberLinkName(header);
     if (type === 'symlink') {
       if (rawLink === '') fail('symlink with an empty target');
       if (rawLink.includes('\0')) fail('symlink target contains a NUL byte');
@@ -248,12 +241,6 @@ function buildEntry(header: TarHeader, pending: Pending, layer: string): Built {
 function latin1ToUtf8(text: string): string {
   // Owner names are nearly always ASCII, which reads the same either way.
   return /^[\x00-\x7f]*$/.test(text) ? text : Buffer.from(text, 'latin1').toString('utf8');
-}
-
-function parsePaxSize(text: string): number | undefined {
-  if (!/^[0-9]{1,16}$/.test(text)) return undefined;
-  const value = Number(text);
-  return Number.isSafeInteger(value) ? value : undefined;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -411,10 +398,7 @@ export async function* readLayerEntries(tarBytes: Readable, layerName: string, o
   const invalid = (problem: string, entry?: string): InvalidLayerError => new InvalidLayerError(layerName, problem, entry);
   let lastEntry: string | undefined;
   const after = (): string => (lastEntry === undefined ? 'at the start' : `after entry ${showName(lastEntry)}`);
-  let globalRecords: Map<string, Buffer> = NO_RECORDS;
-  // Local records of the next entry, kept apart: a later global header must not override them.
-  let localRecords: Map<string, Buffer> = NO_RECORDS;
-  let pending: Pending = { records: NO_RECORDS };
+  const extended = new ExtendedHeaders();
   let completed = false;
   try {
     for (;;) {
@@ -433,37 +417,24 @@ export async function* readLayerEntries(tarBytes: Readable, layerName: string, o
         if (error instanceof TarFormatError) throw invalid(`not a tar, or corrupt: invalid header ${after()}`);
         throw error;
       }
-      const flag = header.typeflag;
-      if (flag === TYPEFLAG.paxLocal || flag === TYPEFLAG.paxGlobal || flag === TYPEFLAG.gnuLongName || flag === TYPEFLAG.gnuLongLink) {
+      if (ExtendedHeaders.isExtendedHeader(header.typeflag)) {
         if (header.sizeBytes > MAX_PAX_BYTES) throw invalid(`extended header over ${MAX_PAX_BYTES / 2 ** 20} MiB ${after()}`);
         const data = await bytes.exactly(header.sizeBytes);
         if (data.length < header.sizeBytes || (await bytes.skip(paddingBytes(header.sizeBytes))) < paddingBytes(header.sizeBytes)) {
           throw invalid(`truncated tar (ends inside an extended header ${after()})`);
         }
-        if (flag === TYPEFLAG.gnuLongName || flag === TYPEFLAG.gnuLongLink) {
-          const nul = data.indexOf(0);
-          const text = data.toString('latin1', 0, nul < 0 ? data.length : nul);
-          if (flag === TYPEFLAG.gnuLongName) pending.longName = text;
-          else pending.longLink = text;
-          continue;
-        }
-        let records: Map<string, Buffer>;
         try {
-          records = decodePaxRecords(data, headerOffset);
+          extended.add(header.typeflag, data, headerOffset);
         } catch (error) {
           if (error instanceof TarFormatError) throw invalid(error.problem);
           throw error;
         }
-        if (flag === TYPEFLAG.paxGlobal) globalRecords = new Map([...globalRecords, ...records]);
-        else localRecords = new Map([...localRecords, ...records]);
-        pending.records = localRecords.size === 0 ? globalRecords : new Map([...globalRecords, ...localRecords]);
         continue;
       }
-      const entryName = pending.records.get('path')?.toString('latin1') ?? pending.longName ?? header.name;
+      const entryName = extended.memberName(header);
       lastEntry = entryName;
-      const built = buildEntry(header, pending, layerName);
-      localRecords = NO_RECORDS;
-      pending = { records: globalRecords };
+      const built = buildEntry(header, extended, layerName);
+      extended.endMember();
       if (built.type !== 'file' && built.sizeBytes > 0) options.onWarning?.(`${layerName}: entry ${showName(entryName)}: ${built.type} carries ${built.sizeBytes} bytes of data; ignored`);
       const body = new StreamEntryBody(bytes, built.sizeBytes, () => invalid(`truncated tar (ends inside or right after entry ${showName(entryName)})`));
       const entry = built as LayerEntry;

@@ -317,6 +317,78 @@ export function decodePaxRecords(data: Uint8Array, offsetBytes: number): Map<str
   return records;
 }
 
+const NO_RECORDS: ReadonlyMap<string, Buffer> = new Map();
+
+/**
+ * What extended headers say about the member that follows them: PAX records (global ones, which
+ * last until overridden, with the member's local ones over them) and GNU long names and links.
+ * Pure: the readers (a layer stream, an archive index, the first-member peek) feed it the data of
+ * each extended header and ask it about the next member, so the three agree on every rule.
+ */
+export class ExtendedHeaders {
+  private globalRecords: ReadonlyMap<string, Buffer> = NO_RECORDS;
+  private localRecords: ReadonlyMap<string, Buffer> = NO_RECORDS;
+  private merged: ReadonlyMap<string, Buffer> | undefined = NO_RECORDS;
+  private longName: string | undefined;
+  private longLink: string | undefined;
+
+  /** Whether a header of this typeflag is an extended header (its data goes to {@link add}). */
+  static isExtendedHeader(typeflag: string): boolean {
+    return typeflag === TYPEFLAG.paxLocal || typeflag === TYPEFLAG.paxGlobal || typeflag === TYPEFLAG.gnuLongName || typeflag === TYPEFLAG.gnuLongLink;
+  }
+
+  /** Takes the data of one extended header. Malformed PAX records throw TarFormatError. */
+  add(typeflag: string, data: Uint8Array, offsetBytes: number): void {
+    if (typeflag === TYPEFLAG.gnuLongName || typeflag === TYPEFLAG.gnuLongLink) {
+      const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+      const nul = bytes.indexOf(0);
+      const text = bytes.toString('latin1', 0, nul < 0 ? bytes.length : nul);
+      if (typeflag === TYPEFLAG.gnuLongName) this.longName = text;
+      else this.longLink = text;
+      return;
+    }
+    const records = decodePaxRecords(data, offsetBytes);
+    // Several headers of one kind accumulate, later records overriding earlier ones.
+    if (typeflag === TYPEFLAG.paxGlobal) this.globalRecords = this.globalRecords.size === 0 ? records : new Map([...this.globalRecords, ...records]);
+    else this.localRecords = this.localRecords.size === 0 ? records : new Map([...this.localRecords, ...records]);
+    this.merged = undefined;
+  }
+
+  /** PAX records applying to the next member. */
+  get records(): ReadonlyMap<string, Buffer> {
+    this.merged ??= this.localRecords.size === 0 ? this.globalRecords : this.globalRecords.size === 0 ? this.localRecords : new Map([...this.globalRecords, ...this.localRecords]);
+    return this.merged;
+  }
+
+  /** The next member's name: PAX `path`, else a GNU long name, else the header's. */
+  memberName(header: TarHeader): string {
+    return this.records.get('path')?.toString('latin1') ?? this.longName ?? header.name;
+  }
+
+  /** The next member's link target: PAX `linkpath`, else a GNU long link, else the header's. */
+  memberLinkName(header: TarHeader): string {
+    return this.records.get('linkpath')?.toString('latin1') ?? this.longLink ?? header.linkName;
+  }
+
+  /** The next member's data size: PAX `size` (over 8 GiB, ustar's field is too small), else the header's. */
+  memberSizeBytes(header: TarHeader, offsetBytes: number): number {
+    const size = this.records.get('size');
+    if (size === undefined) return header.sizeBytes;
+    const text = size.toString('latin1');
+    const value = Number(text);
+    if (!/^[0-9]{1,16}$/.test(text) || !Number.isSafeInteger(value)) throw new TarFormatError(`invalid PAX size ${JSON.stringify(text)}`, offsetBytes);
+    return value;
+  }
+
+  /** A member was read: its local records and long names end; global records go on. */
+  endMember(): void {
+    this.localRecords = NO_RECORDS;
+    this.merged = undefined;
+    this.longName = undefined;
+    this.longLink = undefined;
+  }
+}
+
 /**
  * The name of the first member of a tar that starts with `head`, with PAX `path` and GNU long names
  * applied: 'more' when `head` ends before the name is known, undefined when `head` does not start
@@ -324,8 +396,8 @@ export function decodePaxRecords(data: Uint8Array, offsetBytes: number): Map<str
  */
 export function firstMemberName(head: Uint8Array): string | 'more' | undefined {
   const bytes = Buffer.from(head.buffer, head.byteOffset, head.byteLength);
+  const extended = new ExtendedHeaders();
   let offset = 0;
-  let longName: string | undefined;
   for (;;) {
     if (bytes.length < offset + TAR_BLOCK_BYTES) return 'more';
     const block = bytes.subarray(offset, offset + TAR_BLOCK_BYTES);
@@ -336,21 +408,14 @@ export function firstMemberName(head: Uint8Array): string | 'more' | undefined {
     } catch {
       return undefined;
     }
-    const flag = header.typeflag;
-    if (flag !== TYPEFLAG.paxLocal && flag !== TYPEFLAG.paxGlobal && flag !== TYPEFLAG.gnuLongName && flag !== TYPEFLAG.gnuLongLink) return longName ?? header.name;
+    if (!ExtendedHeaders.isExtendedHeader(header.typeflag)) return extended.memberName(header);
     if (header.sizeBytes > MAX_PAX_BYTES) return undefined;
     const dataEnd = offset + TAR_BLOCK_BYTES + header.sizeBytes;
     if (bytes.length < dataEnd) return 'more';
-    const data = bytes.subarray(offset + TAR_BLOCK_BYTES, dataEnd);
-    if (flag === TYPEFLAG.gnuLongName) {
-      const nul = data.indexOf(0);
-      longName = data.toString('latin1', 0, nul < 0 ? data.length : nul);
-    } else if (flag === TYPEFLAG.paxLocal) {
-      try {
-        longName = decodePaxRecords(data, offset).get('path')?.toString('latin1') ?? longName;
-      } catch {
-        return undefined;
-      }
+    try {
+      extended.add(header.typeflag, bytes.subarray(offset + TAR_BLOCK_BYTES, dataEnd), offset);
+    } catch {
+      return undefined;
     }
     offset = dataEnd + paddingBytes(header.sizeBytes);
   }

@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { TarFormatError } from './errors.js';
-import { MAX_PAX_BYTES, TAR_BLOCK_BYTES, TYPEFLAG, decodePaxRecords, decodeTarHeader, isZeroBlock, paddedBytes } from './tarHeader.js';
+import { ExtendedHeaders, MAX_PAX_BYTES, TAR_BLOCK_BYTES, TYPEFLAG, decodeTarHeader, isZeroBlock, paddedBytes } from './tarHeader.js';
 
 /** One member of an archive, where its data starts in the file. */
 export interface TarMember {
@@ -48,48 +48,25 @@ export async function scanTarFile(archivePath: string, onMember: (member: TarMem
     const fileBytes = (await handle.stat()).size;
     const window = new ScanWindow(handle, fileBytes);
     let offsetBytes = 0;
-    let pending: { path?: string; linkPath?: string; sizeBytes?: number } = {};
+    const extended = new ExtendedHeaders();
     while (offsetBytes + TAR_BLOCK_BYTES <= fileBytes) {
       const block = await window.read(offsetBytes, TAR_BLOCK_BYTES);
       if (isZeroBlock(block)) return;
       const header = decodeTarHeader(block, offsetBytes);
       const dataOffsetBytes = offsetBytes + TAR_BLOCK_BYTES;
-      const sizeBytes = pending.sizeBytes ?? header.sizeBytes;
-      if (dataOffsetBytes + sizeBytes > fileBytes) throw new TarFormatError(`archive is truncated: member ${JSON.stringify(header.name)} needs ${sizeBytes} bytes past the end of the file`, offsetBytes);
-      switch (header.typeflag) {
-        case TYPEFLAG.paxLocal:
-        case TYPEFLAG.gnuLongName:
-        case TYPEFLAG.gnuLongLink: {
-          if (header.sizeBytes > MAX_PAX_BYTES) throw new TarFormatError(`extended header of ${header.sizeBytes} bytes is over the ${MAX_PAX_BYTES}-byte limit`, offsetBytes);
-          const data = await window.read(dataOffsetBytes, header.sizeBytes);
-          if (header.typeflag === TYPEFLAG.paxLocal) {
-            const records = decodePaxRecords(data, offsetBytes);
-            const path = records.get('path');
-            const linkPath = records.get('linkpath');
-            const size = records.get('size');
-            if (path !== undefined) pending.path = path.toString('latin1');
-            if (linkPath !== undefined) pending.linkPath = linkPath.toString('latin1');
-            if (size !== undefined) {
-              const text = size.toString('latin1');
-              if (!/^[0-9]{1,16}$/.test(text) || !Number.isSafeInteger(Number(text))) throw new TarFormatError(`PAX size ${JSON.stringify(text)} is invalid`, offsetBytes);
-              pending.sizeBytes = Number(text);
-            }
-          } else {
-            const nul = data.indexOf(0);
-            const text = data.toString('latin1', 0, nul < 0 ? data.length : nul);
-            if (header.typeflag === TYPEFLAG.gnuLongName) pending.path = text;
-            else pending.linkPath = text;
-          }
-          offsetBytes = dataOffsetBytes + paddedBytes(header.sizeBytes);
-          continue;
-        }
-        case TYPEFLAG.paxGlobal:
-          offsetBytes = dataOffsetBytes + paddedBytes(header.sizeBytes);
-          continue;
+      if (ExtendedHeaders.isExtendedHeader(header.typeflag)) {
+        if (header.sizeBytes > MAX_PAX_BYTES) throw new TarFormatError(`extended header of ${header.sizeBytes} bytes is over the ${MAX_PAX_BYTES}-byte limit`, offsetBytes);
+        if (dataOffsetBytes + header.sizeBytes > fileBytes) throw new TarFormatError('archive is truncated inside an extended header', offsetBytes);
+        extended.add(header.typeflag, await window.read(dataOffsetBytes, header.sizeBytes), offsetBytes);
+        offsetBytes = dataOffsetBytes + paddedBytes(header.sizeBytes);
+        continue;
       }
-      const name = normalizeArchivePath(pending.path ?? header.name);
-      if (name !== undefined && onMember({ name, typeflag: header.typeflag, linkName: pending.linkPath ?? header.linkName, dataOffsetBytes, sizeBytes }) === false) return;
-      pending = {};
+      const sizeBytes = extended.memberSizeBytes(header, offsetBytes);
+      const memberName = extended.memberName(header);
+      if (dataOffsetBytes + sizeBytes > fileBytes) throw new TarFormatError(`archive is truncated: member ${JSON.stringify(memberName)} needs ${sizeBytes} bytes past the end of the file`, offsetBytes);
+      const name = normalizeArchivePath(memberName);
+      if (name !== undefined && onMember({ name, typeflag: header.typeflag, linkName: extended.memberLinkName(header), dataOffsetBytes, sizeBytes }) === false) return;
+      extended.endMember();
       // Skip the data the size field announces (links and directories normally announce none).
       offsetBytes = dataOffsetBytes + paddedBytes(sizeBytes);
     }
