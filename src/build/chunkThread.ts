@@ -315,6 +315,11 @@ export class ChunkThread {
   async abortLayer(): Promise<void> {
     const tempPath = this.tempPath;
     this.tempPath = undefined;
+    // What was queued for the layer will get no results.
+    this.pending = [];
+    this.pendingHead = 0;
+    this.files = [];
+    this.batchBytes = 0;
     if (tempPath === undefined) return;
     if (!this.exited) {
       const aborted = new Promise<void>((resolve) => (this.abortWaiter = resolve));
