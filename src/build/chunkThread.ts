@@ -315,17 +315,18 @@ export class ChunkThread {
   async abortLayer(): Promise<void> {
     const tempPath = this.tempPath;
     this.tempPath = undefined;
-    // What was queued for the layer will get no results.
-    this.pending = [];
-    this.pendingHead = 0;
     this.files = [];
     this.batchBytes = 0;
-    if (tempPath === undefined) return;
-    if (!this.exited) {
+    if (tempPath !== undefined && !this.exited) {
       const aborted = new Promise<void>((resolve) => (this.abortWaiter = resolve));
       this.worker.postMessage({ type: 'abort' } satisfies ChunkThreadRequest);
+      // Results of files the thread finished before the abort come first, for files still pending.
       await aborted;
     }
+    // The files queued for the layer that got no results will get none.
+    this.pending = [];
+    this.pendingHead = 0;
+    if (tempPath === undefined) return;
     // The thread removes it; when the thread died first, nothing else will.
     await rm(tempPath, { force: true });
   }

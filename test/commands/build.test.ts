@@ -78,16 +78,17 @@ test('build: SIGTERM in the middle removes the partial blob and writes no image'
   await withTempDir(async (dir) => {
     const source = join(dir, 'src');
     await mkdir(source);
-    // Enough files that the build is still running when the signal arrives.
+    // Enough data that the build is still running when the signal arrives: the build reads about
+    // 1 GB/s here, and the signal is sent as soon as its temporary blob appears.
     const blob = randomBytes(1 << 20);
-    for (let i = 0; i < 400; i++) await writeFile(join(source, `f${i}`), Buffer.concat([blob, randomBytes(64)]));
+    for (let i = 0; i < 1500; i++) await writeFile(join(source, `f${i}`), Buffer.concat([blob, randomBytes(64)]));
     const out = join(dir, 'out');
     const child = spawn('node', [...CLI, 'build', source, '-o', out], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     // Wait until the temporary blob exists, i.e. the build is under way.
     const blobsDir = join(out, 'blobs', 'sha256');
-    for (let i = 0; i < 600 && (await readdir(blobsDir).catch(() => [])).length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 1200 && (await readdir(blobsDir).catch(() => [])).length === 0; i++) await new Promise((r) => setTimeout(r, 5));
     child.kill('SIGTERM');
     const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
     assert.notEqual(code, 0);
