@@ -1,8 +1,7 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { closeSync, fdatasync, fsync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import type { ChunkHashes } from './chunker.js';
 import path from 'node:path';
 
 const fsyncAsync = promisify(fsync);
@@ -39,9 +38,10 @@ export class BlobWriter {
   private unsyncedBytes = 0;
   private writeback: Promise<void> | undefined;
 
+  /** SHA-256 of the committed bytes, in order (see {@link updateDigest}). */
+  private readonly sha256: Hash = createHash('sha256');
+
   private constructor(
-    /** Computes the blob digest from what `updateDigest` and the chunker feed it. */
-    private readonly hashes: ChunkHashes,
     private readonly fd: number,
     readonly tempPath: string,
     readonly blobsDir: string,
@@ -54,16 +54,19 @@ export class BlobWriter {
   }
 
   /** Creates the temporary blob `tempPath` (see {@link temporaryPath}); it is renamed to its digest beside it. */
-  static async create(tempPath: string, blockSizeBytes: number, hashes: ChunkHashes): Promise<BlobWriter> {
+  static async create(tempPath: string, blockSizeBytes: number): Promise<BlobWriter> {
     const blobsDir = path.dirname(tempPath);
     await mkdir(blobsDir, { recursive: true });
     const fd = openSync(tempPath, 'wx+');
-    return new BlobWriter(hashes, fd, tempPath, blobsDir, blockSizeBytes);
+    return new BlobWriter(fd, tempPath, blobsDir, blockSizeBytes);
   }
 
-  /** The file descriptor (the thread that created the writer may be gone when it must be closed). */
-  get descriptor(): number {
-    return this.fd;
+  /**
+   * Feeds the blob digest: the writer's caller passes each chunk's bytes (and padding) in blob
+   * order, from the memory it already holds, rather than the writer reading back what it wrote.
+   */
+  updateDigest(bytes: Uint8Array): void {
+    this.sha256.update(bytes);
   }
 
   /** Next free block, where the next chunk starts. */
@@ -125,13 +128,13 @@ export class BlobWriter {
    * Commits a chunk written at the current end: `dataBytes` of data (already written and fed to
    * `updateDigest`), padded here with zeros to a whole block when it is not one already.
    */
-  async commitChunk(dataBytes: number): Promise<number> {
+  commitChunk(dataBytes: number): number {
     const blkaddr = this.nextBlkaddr;
     const padded = Math.ceil(dataBytes / this.blockSizeBytes) * this.blockSizeBytes;
     if (padded > dataBytes) {
       const zeros = Buffer.alloc(padded - dataBytes);
       this.writeAt(zeros, this.endBytes + dataBytes);
-      await this.hashes.update(zeros, true, false);
+      this.updateDigest(zeros);
     }
     this.endBytes += padded;
     return blkaddr;
@@ -158,7 +161,7 @@ export class BlobWriter {
     ftruncateSync(this.fd, this.endBytes);
     let digest: string;
     if (this.digestValid) {
-      digest = await this.hashes.blobDigestHex();
+      digest = this.sha256.digest('hex');
     } else {
       const hash = createHash('sha256');
       const buffer = Buffer.allocUnsafe(1 << 20);

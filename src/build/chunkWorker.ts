@@ -1,9 +1,8 @@
-import { createHash, type Hash } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { ChunkIndex } from '../format/chunk.js';
 import { readChunkDictionary } from '../store/store.js';
 import { BlobWriter } from './blob.js';
-import { Chunker, type ChunkDictionary, type ChunkHashes, type ChunkSizePolicy, type ReadAt, type ViewNext } from './chunker.js';
+import { Chunker, type ChunkDictionary, type ChunkSizePolicy, type ReadAt, type ViewNext } from './chunker.js';
 import {
   DEVICE_CODE_CURRENT_BLOB,
   DEVICE_CODE_FIRST_TABLE_BLOB,
@@ -18,25 +17,6 @@ import {
 const port = parentPort!;
 const { storeDir } = workerData as { storeDir: string };
 const post = (reply: ChunkThreadReply, transfer: ArrayBuffer[] = []) => port.postMessage(reply, transfer);
-
-const NO_DIGEST = Promise.resolve(Buffer.alloc(0));
-
-/** SHA-256 of the blob, on this thread (files' content digests are the main thread's). */
-class BlobHashes implements ChunkHashes {
-  private blob: Hash = createHash('sha256');
-  update(bytes: Uint8Array, blob: boolean): undefined {
-    if (blob) this.blob.update(bytes);
-    return undefined;
-  }
-  endFile(): Promise<Buffer> {
-    return NO_DIGEST;
-  }
-  blobDigestHex(): Promise<string> {
-    const digest = this.blob.digest('hex');
-    this.blob = createHash('sha256');
-    return Promise.resolve(digest);
-  }
-}
 
 // The chunk dictionary of the build: the store's chunks, then those of each layer this thread
 // finished. Blobs are numbered in a table the main thread mirrors (sent in `blobs` messages).
@@ -187,10 +167,9 @@ function dropQueuedInput(): void {
 let layerRunning = false;
 
 async function runLayer(start: Extract<WorkItem, { type: 'layer' }>): Promise<void> {
-  const hashes = new BlobHashes();
   let writer: BlobWriter;
   try {
-    writer = await BlobWriter.create(start.tempPath, start.blockSizeBytes, hashes);
+    writer = await BlobWriter.create(start.tempPath, start.blockSizeBytes);
   } catch (error) {
     await failed(error);
     return;
@@ -205,13 +184,13 @@ async function runLayer(start: Extract<WorkItem, { type: 'layer' }>): Promise<vo
     },
     set: (key, index) => void local.set(key, index),
   };
-  const chunker = new Chunker(writer, hashes, DEVICE_CODE_CURRENT_BLOB, dictionary, start.policy);
+  const chunker = new Chunker(writer, DEVICE_CODE_CURRENT_BLOB, dictionary, start.policy);
   try {
     for (;;) {
       const item = await nextWork();
       if (item.type === 'end') break;
       if (item.type === 'layer') throw new Error('internal: a layer started before the previous one ended');
-      const { data } = await chunker.chunkFile('', readAt, item.sizeBytes, item.chunkBits, viewNext);
+      const data = await chunker.chunkFile('', readAt, item.sizeBytes, item.chunkBits, viewNext);
       if (data.kind !== 'chunks') throw new Error('internal: chunker returned inline data');
       results.push(data.chunkBits, data.chunks.length);
       for (const chunk of data.chunks) results.push(chunk.blkaddr === null ? DEVICE_CODE_HOLE : chunk.deviceId, chunk.blkaddr ?? 0);

@@ -4,19 +4,6 @@ import type { BlobWriter } from './blob.js';
 import { SourceChangedError } from './errors.js';
 import type { RegularData } from './tree.js';
 
-/**
- * Where the bytes a chunker and its blob writer handle are hashed (SHA-256): into the blob's digest
- * (its name in the store), the current file's content digest (fingerprint and object name), or both.
- * `update` returns a promise only when it has to wait.
- */
-export interface ChunkHashes {
-  update(bytes: Uint8Array, blob: boolean, file: boolean): Promise<void> | undefined;
-  /** Ends the current file: its content digest. */
-  endFile(): Promise<Buffer>;
-  /** The digest of everything fed to the blob so far; starts a new blob digest. */
-  blobDigestHex(): Promise<string>;
-}
-
 /** Chunk digest (BLAKE3 and length) to where that chunk is already stored. */
 export interface ChunkDictionary {
   get(key: string): ChunkIndex | undefined;
@@ -83,8 +70,6 @@ export class Chunker {
 
   constructor(
     private readonly blob: BlobWriter,
-    /** Takes every byte of every file (content digests) and of the blob (its digest). */
-    private readonly hashes: ChunkHashes,
     private readonly deviceId: number,
     private readonly dictionary: ChunkDictionary = new Map(),
     private readonly policy: ChunkSizePolicy = 'fixed',
@@ -92,12 +77,8 @@ export class Chunker {
     this.blockSizeBits = Math.log2(blob.blockSizeBytes);
   }
 
-  /**
-   * Chunks one file. Also gives the SHA-256 of its content (the page cache sharing fingerprint and
-   * object name), computed from the same pass over the bytes on the hash worker: it resolves later.
-   * Empty files have none.
-   */
-  async chunkFile(sourcePath: string, readAt: ReadAt, sizeBytes: number, chunkBits: number, viewNext?: ViewNext): Promise<{ data: RegularData; contentSha256?: Promise<Buffer> }> {
+  /** Chunks one file (its content digest is the caller's: it sees the bytes first). */
+  async chunkFile(sourcePath: string, readAt: ReadAt, sizeBytes: number, chunkBits: number, viewNext?: ViewNext): Promise<RegularData> {
     const chunkSizeBytes = 2 ** chunkBits;
     const chunks: ChunkIndex[] = [];
     const firstNewBlkaddr = this.blob.nextBlkaddr;
@@ -110,18 +91,16 @@ export class Chunker {
           : await this.streamedChunk(sourcePath, readAt, offset, lengthBytes),
       );
     }
-    // Empty files get no content digest (no fingerprint, as mkfs.erofs), so none is ended.
-    const contentSha256 = sizeBytes > 0 ? this.hashes.endFile() : undefined;
     // Every chunk new (none reused, no hole): the chunks sit back to back in the blob, each full one
     // a whole number of blocks, so one chunk from the first block maps the same bytes.
     const allNew = chunks.length > 0 && this.stats.chunksWritten - writtenBefore === chunks.length;
     if (this.policy === 'tune' && allNew) {
       const wholeFileBits = Math.max(this.blockSizeBits, Math.ceil(Math.log2(sizeBytes)));
       if (wholeFileBits <= this.blockSizeBits + MAX_CHUNK_BLKBITS_ABOVE_BLOCK) {
-        return { data: { kind: 'chunks', sizeBytes, chunkBits: wholeFileBits, chunks: [{ deviceId: this.deviceId, blkaddr: firstNewBlkaddr }] }, contentSha256 };
+        return { kind: 'chunks', sizeBytes, chunkBits: wholeFileBits, chunks: [{ deviceId: this.deviceId, blkaddr: firstNewBlkaddr }] };
       }
     }
-    return { data: { kind: 'chunks', sizeBytes, chunkBits, chunks }, contentSha256 };
+    return { kind: 'chunks', sizeBytes, chunkBits, chunks };
   }
 
   /** Fills `target`; synchronous (undefined) while the reads are, a promise once one is not. */
@@ -150,16 +129,12 @@ export class Chunker {
       if (reading !== undefined) await reading;
     }
     if (isAllZero(bytes)) {
-      const hashing = this.hashes.update(bytes, false, true);
-      if (hashing !== undefined) await hashing;
       this.stats.holeChunks++;
       return { deviceId: 0, blkaddr: null };
     }
     const key = `${blake3(bytes).toString('hex')}:${lengthBytes}`;
     const known = this.dictionary.get(key);
     if (known !== undefined) {
-      const hashing = this.hashes.update(bytes, false, true);
-      if (hashing !== undefined) await hashing;
       this.stats.chunksReused++;
       this.stats.bytesReused += lengthBytes;
       return known;
@@ -168,15 +143,13 @@ export class Chunker {
     const paddedBytes = Math.ceil(lengthBytes / this.blob.blockSizeBytes) * this.blob.blockSizeBytes;
     const start = this.blob.nextBlkaddr * this.blob.blockSizeBytes;
     this.blob.writeAt(bytes, start);
-    const hashing = this.hashes.update(bytes, true, true);
-    if (hashing !== undefined) await hashing;
+    this.blob.updateDigest(bytes);
     if (paddedBytes > lengthBytes) {
       const padding = ZEROS.subarray(0, paddedBytes - lengthBytes);
       this.blob.writeAt(padding, start + lengthBytes);
-      const hashingPadding = this.hashes.update(padding, true, false);
-      if (hashingPadding !== undefined) await hashingPadding;
+      this.blob.updateDigest(padding);
     }
-    const index = { deviceId: this.deviceId, blkaddr: await this.blob.commitChunk(paddedBytes) };
+    const index = { deviceId: this.deviceId, blkaddr: this.blob.commitChunk(paddedBytes) };
     this.dictionary.set(key, index);
     this.written.push({ key, blkaddr: index.blkaddr });
     this.stats.chunksWritten++;
@@ -196,7 +169,7 @@ export class Chunker {
       if (allZero && !isAllZero(piece)) allZero = false;
       this.blob.writeAt(piece, start + done);
       // Tentatively into the blob digest too: if the chunk is dropped, the blob digest is invalidated.
-      await this.hashes.update(piece, true, true);
+      this.blob.updateDigest(piece);
       done += piece.length;
     }
     if (allZero) {
@@ -212,7 +185,7 @@ export class Chunker {
       this.stats.bytesReused += lengthBytes;
       return known;
     }
-    const index = { deviceId: this.deviceId, blkaddr: await this.blob.commitChunk(lengthBytes) };
+    const index = { deviceId: this.deviceId, blkaddr: this.blob.commitChunk(lengthBytes) };
     this.dictionary.set(key, index);
     this.written.push({ key, blkaddr: index.blkaddr });
     this.stats.chunksWritten++;

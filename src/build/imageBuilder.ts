@@ -107,15 +107,12 @@ export class ImageBuilder {
         this.files++;
         this.bytes += sizeBytes;
         this.options.onProgress?.({ files: this.files, bytes: this.bytes });
-        // Chunk indexes and content digests arrive later; fingerprints are added by finish().
-        if (typeof (stored as Promise<RegularData>).then !== 'function') {
-          if (sizeBytes > 0) layerFiles.push(stored as RegularData);
-          return { data: stored as RegularData, xattrs: [] };
-        }
-        return (stored as Promise<RegularData>).then((data) => {
+        // Chunk indexes arrive later; fingerprints are added by finish().
+        const taken = (data: RegularData): StoredFile => {
           if (sizeBytes > 0) layerFiles.push(data);
           return { data, xattrs: [] };
-        });
+        };
+        return stored instanceof Promise ? stored.then(taken) : taken(stored);
       });
       this.options.signal?.throwIfAborted();
       const ended = await chunks.endLayer();
