@@ -5,7 +5,9 @@
 # references: mkfs.erofs alone on a directory extracted beforehand (a lower bound no converter of a
 # tarball can reach: it neither reads nor unpacks the layer), and the whole conversion with
 # erofs-utils 1.5 (`tar -x[z]f` into an empty directory, then mkfs.erofs), which starts from the
-# same file ours does.
+# same file ours does. And the reference the build issue names: erofs-utils 1.9.4's tar input
+# (`mkfs.erofs --tar=f [--ungzip]`, with `--xattr-inode-digest` as our default fingerprints), built
+# from Debian's source package by bench/erofs-utils-reference.sh on first use.
 #
 # Usage: bench/layer-vs-mkfs.sh            (env: RUNS=5, ROOTFS=dir to pack, default the v1 tree of
 #                                           ../shared/tools/make-real-oci.sh, made on first use)
@@ -23,13 +25,14 @@ WORK=$(mktemp -d /var/tmp/erofs-layer-bench-XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 cd "$REPO"
 npm run --silent build >&2   # dist/ and oclif.manifest.json as the CLI ships
+REF_BIN=$(bash "$REPO/bench/erofs-utils-reference.sh")
 
 echo "== packing $ROOTFS as layer tarballs" >&2
 tar --xattrs --xattrs-include='*' --numeric-owner --exclude=./.made -C "$ROOTFS" -cf "$WORK/layer.tar" .
 gzip -1 -c "$WORK/layer.tar" >"$WORK/layer.tar.gz"
 entries=$(tar -tf "$WORK/layer.tar" | wc -l)
 echo "layer: $(du -m "$WORK/layer.tar" | cut -f1) MB tar, $(du -m "$WORK/layer.tar.gz" | cut -f1) MB gzip, $entries entries"
-echo "machine: $(nproc) CPUs, $(uname -r), node $(node --version), mkfs.erofs $(dpkg-query -W -f '${Version}' erofs-utils 2>/dev/null || echo '?')"
+echo "machine: $(nproc) CPUs, $(uname -r), node $(node --version), mkfs.erofs $(dpkg-query -W -f '${Version}' erofs-utils 2>/dev/null || echo '?') and $("$REF_BIN/mkfs.erofs" --version | head -1)"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 run() { # NAME CMD... -> appends "wall_s peak_kb" to $WORK/NAME.times
@@ -49,17 +52,20 @@ untar_mkfs() { # NAME TAR_FLAGS LAYER
 }
 tar_mkfs() { untar_mkfs tar+mkfs.erofs '' "$WORK/layer.tar"; }
 gz_mkfs() { untar_mkfs gunzip+tar+mkfs.erofs z "$WORK/layer.tar.gz"; }
+# erofs-utils 1.9.4 converting the tarball itself, fingerprints included as in our default build.
+ref_tar() { run mkfs.erofs-1.9.4-tar "$REF_BIN/mkfs.erofs" --quiet --tar=f --xattr-inode-digest --chunksize=1048576 --blobdev="$WORK/out/blob" "$WORK/out/meta" "$WORK/layer.tar"; }
+ref_gz() { run mkfs.erofs-1.9.4-ungzip "$REF_BIN/mkfs.erofs" --quiet --tar=f --ungzip --xattr-inode-digest --chunksize=1048576 --blobdev="$WORK/out/blob" "$WORK/out/meta" "$WORK/layer.tar.gz"; }
 
-ours_tar; ours_gz; mkfs; tar_mkfs; gz_mkfs; rm -f "$WORK"/*.times   # warm-up
+ours_tar; ours_gz; mkfs; tar_mkfs; gz_mkfs; ref_tar; ref_gz; rm -f "$WORK"/*.times   # warm-up
 for i in $(seq "$RUNS"); do
-  if ((i % 2)); then ours_tar; ours_gz; mkfs; tar_mkfs; gz_mkfs; else gz_mkfs; tar_mkfs; mkfs; ours_gz; ours_tar; fi
+  if ((i % 2)); then ours_tar; ours_gz; mkfs; tar_mkfs; gz_mkfs; ref_tar; ref_gz; else ref_gz; ref_tar; gz_mkfs; tar_mkfs; mkfs; ours_gz; ours_tar; fi
 done
 rm -rf "$WORK/x"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 printf '\n| tool | runs | median s | min s | max s | median peak RSS MB |\n|---|---:|---:|---:|---:|---:|\n'
-for name in ours-tar ours-gzip mkfs.erofs tar+mkfs.erofs gunzip+tar+mkfs.erofs; do
+for name in ours-tar ours-gzip mkfs.erofs tar+mkfs.erofs gunzip+tar+mkfs.erofs mkfs.erofs-1.9.4-tar mkfs.erofs-1.9.4-ungzip; do
   f="$WORK/$name.times"
   printf '| %s | %d | %s | %s | %s | %d |\n' "$name" "$(wc -l <"$f")" "$(cut -d' ' -f1 "$f" | median)" \
     "$(cut -d' ' -f1 "$f" | sort -n | head -1)" "$(cut -d' ' -f1 "$f" | sort -n | tail -1)" "$(( $(cut -d' ' -f2 "$f" | median | cut -d. -f1) / 1024 ))"
@@ -70,9 +76,17 @@ ratio ours-tar mkfs.erofs
 ratio ours-gzip mkfs.erofs
 ratio ours-tar tar+mkfs.erofs
 ratio ours-gzip gunzip+tar+mkfs.erofs
+ratio ours-tar mkfs.erofs-1.9.4-tar
+ratio ours-gzip mkfs.erofs-1.9.4-ungzip
 # One correctness check outside the timing: the tarball build without fingerprints passes fsck.erofs.
 rm -rf "$WORK/out"
 node bin/run.js build "$WORK/layer.tar" -o "$WORK/out" --no-fingerprints --json >"$WORK/report.json"
 meta=$(node -e 'const r=require(process.argv[1]); console.log(r.metadataImage)' "$WORK/report.json")
 mapfile -t blobs < <(node -e 'const r=require(process.argv[1]); for (const b of r.blobs) console.log(b)' "$WORK/report.json")
 fsck.erofs "${blobs[@]/#/--device=}" "$meta" >/dev/null && echo "fsck.erofs: clean"
+# And the default build (fingerprints: long xattr prefixes, which fsck.erofs 1.5 cannot read) with 1.9.4's fsck.
+rm -rf "$WORK/out"
+node bin/run.js build "$WORK/layer.tar" -o "$WORK/out" --json >"$WORK/report.json"
+meta=$(node -e 'const r=require(process.argv[1]); console.log(r.metadataImage)' "$WORK/report.json")
+mapfile -t blobs < <(node -e 'const r=require(process.argv[1]); for (const b of r.blobs) console.log(b)' "$WORK/report.json")
+"$REF_BIN/fsck.erofs" "${blobs[@]/#/--device=}" "$meta" >/dev/null && echo "fsck.erofs 1.9.4 (default build): clean"

@@ -12,7 +12,7 @@ import {
 } from '../format/constants.js';
 import { encodeChunkFormat, writeChunkIndexes, chunkArrayOffsetBytes, chunkCount, type ChunkIndex } from '../format/chunk.js';
 import { encodeDeviceSlot } from '../format/device.js';
-import { DOT, DOTDOT, directorySizeBytes, encodeDirectory, type Dirent } from '../format/dirent.js';
+import { directorySizeBytes, encodeDirectoryKeys } from '../format/dirent.js';
 import { FormatLimitError } from '../format/errors.js';
 import { direntFileTypeOfKind, writeInode, encodeRdev, fitsCompact, ifmtOfKind, inodeSizeBytes, xattrIcountFor, type InodeTimeBase } from '../format/inode.js';
 import { checksumRangeBytes, computeSuperblockChecksum, defaultSuperblock, encodeSuperblock, SUPERBLOCK_CHECKSUM_FIELD_OFFSET, SUPERBLOCK_UUID_FIELD_OFFSET } from '../format/superblock.js';
@@ -68,6 +68,8 @@ export interface InodePlan {
   nlink: number;
   sizeBytes: number;
   parent: InodePlan | undefined;
+  /** A directory's child names in byte order (latin1 keys, "." and ".." included). */
+  childNames: string[] | undefined;
   sharedXattrIds: number[];
   inlineXattrs: XattrEntry[];
   xattrFilter: number;
@@ -85,9 +87,8 @@ export interface MetadataImagePlan {
   sharedXattrOffsetBytes: number;
   xattrBlkaddr: number;
   totalBlocks: number;
-  nidOf: Map<TreeNode, number>;
-  /** Each directory's child names in byte order (latin1 keys, "." and ".." included). */
-  sortedNames: Map<DirNode, string[]>;
+  /** Position of each node in `inodes`. */
+  indexOf: Map<TreeNode, number>;
 }
 
 const DEVICE_TABLE_SLOTOFF = (SUPERBLOCK_OFFSET_BYTES + SUPERBLOCK_SIZE_BYTES) / DEVICE_SLOT_SIZE_BYTES;
@@ -96,43 +97,59 @@ function alignUp(value: number, unit: number): number {
   return Math.ceil(value / unit) * unit;
 }
 
-/** Inodes in breadth-first order from the root, so a directory's children sit next to each other. */
-function collectInodes(root: DirNode): { order: TreeNode[]; refs: Map<TreeNode, number>; parents: Map<TreeNode, TreeNode>; sortedNames: Map<DirNode, string[]> } {
+/**
+ * Inodes in breadth-first order from the root, so a directory's children sit next to each other.
+ * Per inode (by position): its link count, its parent's position, and for directories the child
+ * names sorted. Arrays by position, not maps by node: this runs once per inode of every image.
+ */
+function collectInodes(root: DirNode): { order: TreeNode[]; indexOf: Map<TreeNode, number>; refs: number[]; parentIndex: number[]; childNames: (string[] | undefined)[] } {
   const order: TreeNode[] = [root];
-  const refs = new Map<TreeNode, number>([[root, 1]]);
-  const parents = new Map<TreeNode, TreeNode>([[root, root]]);
-  const sortedNames = new Map<DirNode, string[]>();
+  const indexOf = new Map<TreeNode, number>([[root, 0]]);
+  const refs = [1];
+  const parentIndex = [0];
+  const childNames: (string[] | undefined)[] = [];
   for (let i = 0; i < order.length; i++) {
     const node = order[i]!;
-    if (node.kind !== 'dir') continue;
+    if (node.kind !== 'dir') {
+      childNames.push(undefined);
+      continue;
+    }
     // Keys hold names as latin1 (one char per byte): the default string order is byte order.
-    const names = ['.', '..', ...node.children.keys()].sort();
-    sortedNames.set(node, names);
+    const names = ['.', '..'];
+    for (const key of node.children.keys()) names.push(key);
+    names.sort();
+    childNames.push(names);
     for (const key of names) {
       if (key === '.' || key === '..') continue;
       const child = node.children.get(key)!;
-      const seen = refs.get(child);
+      const seen = indexOf.get(child);
       if (seen !== undefined) {
         if (child.kind === 'dir') throw new FormatLimitError(`directory "${key}" is linked twice (directories cannot be hardlinked)`);
-        refs.set(child, seen + 1);
+        refs[seen]!++;
         continue;
       }
-      refs.set(child, 1);
-      parents.set(child, node);
+      indexOf.set(child, order.length);
       order.push(child);
+      refs.push(1);
+      parentIndex.push(i);
     }
   }
-  return { order, refs, parents, sortedNames };
+  return { order, indexOf, refs, parentIndex, childNames };
 }
 
 function mostCommonMtime(nodes: readonly TreeNode[]): InodeTimeBase {
-  const counts = new Map<string, number>();
+  // Counted per nanoseconds, then per seconds (bigint keys by value): no string per node.
+  const counts = new Map<number, Map<bigint, number>>();
   let best: InodeTimeBase = { epochSec: 0n, fixedNsec: 0 };
   let bestCount = 0;
   for (const node of nodes) {
-    const key = `${node.mtimeSec}.${node.mtimeNsec}`;
-    const count = (counts.get(key) ?? 0) + 1;
-    counts.set(key, count);
+    let bySec = counts.get(node.mtimeNsec);
+    if (bySec === undefined) {
+      bySec = new Map();
+      counts.set(node.mtimeNsec, bySec);
+    }
+    const count = (bySec.get(node.mtimeSec) ?? 0) + 1;
+    bySec.set(node.mtimeSec, count);
     if (count > bestCount) {
       bestCount = count;
       best = { epochSec: node.mtimeSec, fixedNsec: node.mtimeNsec };
@@ -148,7 +165,7 @@ export function planMetadataImage(root: DirNode, options: MetadataImageOptions =
   const devices = options.devices ?? [];
   const longPrefixes = options.longXattrPrefixes ?? [];
   const sharedMin = options.sharedXattrMinInodes ?? 2;
-  const { order, refs, parents, sortedNames } = collectInodes(root);
+  const { order, indexOf, refs, parentIndex, childNames } = collectInodes(root);
   const epoch = options.epoch ?? mostCommonMtime(order);
 
   // Xattrs: split each distinct name once (a tree has few), then share any (name, value) used by
@@ -179,27 +196,35 @@ export function planMetadataImage(root: DirNode, options: MetadataImageOptions =
     value: Buffer;
     valueKey: string;
   }
-  const entriesOf = new Map<TreeNode, PlannedXattr[]>();
-  for (const node of order) {
-    if (node.xattrs.size === 0) continue;
+  const NO_XATTRS: PlannedXattr[] = [];
+  const entriesAt: PlannedXattr[][] = new Array(order.length);
+  for (let i = 0; i < order.length; i++) {
+    const xattrs = order[i]!.xattrs;
+    if (xattrs.size === 0) {
+      entriesAt[i] = NO_XATTRS;
+      continue;
+    }
+    const names: string[] = [];
+    for (const name of xattrs.keys()) names.push(name);
+    if (names.length > 1) names.sort();
     const entries: PlannedXattr[] = [];
-    for (const name of [...node.xattrs.keys()].sort()) {
+    for (const name of names) {
       const stats = statsFor(name);
-      const value = node.xattrs.get(name)!;
+      const value = xattrs.get(name)!;
       const valueKey = value.toString('latin1');
       stats.uses.set(valueKey, (stats.uses.get(valueKey) ?? 0) + 1);
       entries.push({ stats, value, valueKey });
     }
-    entriesOf.set(node, entries);
+    entriesAt[i] = entries;
   }
   const sharedXattrs: XattrEntry[] = [];
   const sharedOffsets: number[] = [];
   let sharedAreaBytes = 0;
 
-  const plans: InodePlan[] = [];
-  const planOf = new Map<TreeNode, InodePlan>();
-  for (const node of order) {
-    const entries = entriesOf.get(node) ?? [];
+  const plans: InodePlan[] = new Array(order.length);
+  for (let i = 0; i < order.length; i++) {
+    const node = order[i]!;
+    const entries = entriesAt[i]!;
     const sharedIdx: number[] = [];
     const inline: XattrEntry[] = [];
     let present = 0;
@@ -225,18 +250,20 @@ export function planMetadataImage(root: DirNode, options: MetadataImageOptions =
       nlink = 2;
       for (const child of node.children.values()) if (child.kind === 'dir') nlink++;
     } else {
-      nlink = refs.get(node)!;
+      nlink = refs[i]!;
     }
-    const sizeBytes = plannedSizeBytes(node, blockSizeBytes, sortedNames);
-    const plan: InodePlan = {
+    const names = childNames[i];
+    const sizeBytes = plannedSizeBytes(node, blockSizeBytes, names);
+    plans[i] = {
       node,
       nid: 0,
-      ino: plans.length + 1,
+      ino: i + 1,
       offsetBytes: 0,
       isExtended: !fitsCompact({ uid: node.uid, gid: node.gid, nlink, sizeBytes, mtimeSec: node.mtimeSec, mtimeNsec: node.mtimeNsec }, epoch),
       nlink,
       sizeBytes,
       parent: undefined,
+      childNames: names,
       sharedXattrIds: sharedIdx, // indexes for now; turned into ids once the shared area is placed
       inlineXattrs: inline,
       // h_name_filter: a set bit means no name hashes there (computeXattrFilter's rule).
@@ -244,10 +271,8 @@ export function planMetadataImage(root: DirNode, options: MetadataImageOptions =
       ibodySizeBytes: xattrIbodyContentSizeBytes(sharedIdx.length, inline),
       data: initialDataPlan(node, sizeBytes, blockSizeBits, devices.length),
     };
-    plans.push(plan);
-    planOf.set(node, plan);
   }
-  for (const plan of plans) plan.parent = planOf.get(parents.get(plan.node)!);
+  for (let i = 0; i < plans.length; i++) plans[i]!.parent = plans[parentIndex[i]!];
 
   // Metadata area: superblock, device table, long prefixes, then inodes (32-byte slots).
   let pos = SUPERBLOCK_OFFSET_BYTES + SUPERBLOCK_SIZE_BYTES + devices.length * DEVICE_SLOT_SIZE_BYTES;
@@ -303,16 +328,15 @@ export function planMetadataImage(root: DirNode, options: MetadataImageOptions =
     sharedXattrOffsetBytes,
     xattrBlkaddr,
     totalBlocks: Math.max(nextBlock, 1),
-    nidOf: new Map(plans.map((p) => [p.node, p.nid])),
-    sortedNames,
+    indexOf,
   };
 }
 
-function plannedSizeBytes(node: TreeNode, blockSizeBytes: number, sortedNames: ReadonlyMap<DirNode, string[]>): number {
+function plannedSizeBytes(node: TreeNode, blockSizeBytes: number, childNames: readonly string[] | undefined): number {
   switch (node.kind) {
     case 'dir':
       return directorySizeBytes(
-        sortedNames.get(node)!.map((name) => name.length),
+        childNames!.map((name) => name.length),
         blockSizeBytes,
       );
     case 'lnk':
@@ -388,7 +412,7 @@ export function emitMetadataImage(plan: MetadataImagePlan, options: MetadataImag
       dataLayout = DATA_LAYOUT.CHUNK_BASED;
       iu = encodeChunkFormat({ chunkBlkbits: data.chunkBits - plan.blockSizeBits, hasIndexes: true });
     } else {
-      const bytes = data.bytes ?? encodeDirectory(directoryEntries(inode, plan), blockSizeBytes);
+      const bytes = data.bytes ?? encodeDirectoryOf(inode, plan, blockSizeBytes);
       if (bytes.length !== data.sizeBytes) throw new Error(`internal: planned ${data.sizeBytes} bytes, encoded ${bytes.length}`);
       const fullBytes = data.fullBlocks * blockSizeBytes;
       bytes.copy(image, data.startBlkaddr * blockSizeBytes, 0, data.inlineTail ? fullBytes : bytes.length);
@@ -478,14 +502,26 @@ export function emitMetadataImage(plan: MetadataImagePlan, options: MetadataImag
   return image;
 }
 
-function directoryEntries(inode: InodePlan, plan: MetadataImagePlan): Dirent[] {
+function encodeDirectoryOf(inode: InodePlan, plan: MetadataImagePlan, blockSizeBytes: number): Buffer {
   const node = inode.node as DirNode;
-  return plan.sortedNames.get(node)!.map((key) => {
-    if (key === '.') return { nid: inode.nid, name: DOT, fileType: FILE_TYPE.DIR };
-    if (key === '..') return { nid: inode.parent!.nid, name: DOTDOT, fileType: FILE_TYPE.DIR };
-    const child = node.children.get(key)!;
-    return { nid: plan.nidOf.get(child)!, name: nameBytes(key), fileType: direntFileTypeOfKind(child.kind) };
-  });
+  const names = inode.childNames!;
+  const nids: number[] = new Array(names.length);
+  const fileTypes: number[] = new Array(names.length);
+  for (let k = 0; k < names.length; k++) {
+    const key = names[k]!;
+    if (key === '.') {
+      nids[k] = inode.nid;
+      fileTypes[k] = FILE_TYPE.DIR;
+    } else if (key === '..') {
+      nids[k] = inode.parent!.nid;
+      fileTypes[k] = FILE_TYPE.DIR;
+    } else {
+      const child = node.children.get(key)!;
+      nids[k] = plan.inodes[plan.indexOf.get(child)!]!.nid;
+      fileTypes[k] = direntFileTypeOfKind(child.kind);
+    }
+  }
+  return encodeDirectoryKeys(names, nids, fileTypes, blockSizeBytes);
 }
 
 /**

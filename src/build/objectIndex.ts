@@ -1,6 +1,6 @@
 import type { ChunkIndex } from '../format/chunk.js';
 import { writeMetadataImage } from './metadata.js';
-import { defaultAttrs, makeDir, nameKey, type DirNode } from './tree.js';
+import { makeDir, type DirNode } from './tree.js';
 
 /**
  * Object indexes: page cache sharing on kernels without EROFS sharing (6.5+), through overlayfs
@@ -27,16 +27,22 @@ export interface ObjectEntry {
 /** The object index image of one blob. */
 export function buildObjectIndex(blobDigest: string, blobBlocks: number, objects: readonly ObjectEntry[], blockSizeBits: number): Buffer {
   const root = makeDir({ permissions: 0o755 });
+  // Hex digests are ASCII, so they are their own latin1 keys.
   for (const object of objects) {
-    const prefix = nameKey(Buffer.from(object.contentSha256Hex.slice(0, 2)));
+    const prefix = object.contentSha256Hex.slice(0, 2);
     let dir = root.children.get(prefix) as DirNode | undefined;
     if (dir === undefined) {
       dir = makeDir({ permissions: 0o755 });
       root.children.set(prefix, dir);
     }
-    dir.children.set(nameKey(Buffer.from(object.contentSha256Hex)), {
+    dir.children.set(object.contentSha256Hex, {
       kind: 'reg',
-      ...defaultAttrs({ permissions: 0o444 }),
+      permissions: 0o444,
+      uid: 0,
+      gid: 0,
+      mtimeSec: 0n,
+      mtimeNsec: 0,
+      xattrs: new Map(),
       data: { kind: 'chunks', sizeBytes: object.sizeBytes, chunkBits: object.chunkBits, chunks: object.chunks },
     });
   }

@@ -30,42 +30,59 @@ export function compareNames(a: Uint8Array, b: Uint8Array): number {
   return Buffer.compare(a, b);
 }
 
-function validateName(name: Buffer): void {
+function validateNameKey(name: string): void {
   if (name.length === 0 || name.length > MAX_NAME_BYTES) throw new FormatLimitError(`name length ${name.length} outside 1..${MAX_NAME_BYTES}`);
-  if (name.includes(0x2f) || name.includes(0)) throw new FormatLimitError(`name "${name.toString()}" contains '/' or NUL`);
+  if (name.includes('/') || name.includes('\0')) throw new FormatLimitError(`name "${Buffer.from(name, 'latin1').toString()}" contains '/' or NUL`);
 }
 
 /** Encodes sorted entries into directory data of exactly `directorySizeBytes(...)` bytes. */
 export function encodeDirectory(sortedEntries: readonly Dirent[], blockSizeBytes: number): Buffer {
+  return encodeDirectoryKeys(
+    sortedEntries.map((e) => e.name.toString('latin1')),
+    sortedEntries.map((e) => e.nid),
+    sortedEntries.map((e) => e.fileType),
+    blockSizeBytes,
+  );
+}
+
+/**
+ * {@link encodeDirectory} for entries given as parallel arrays, names as latin1 strings (one char
+ * per byte, as the image writer keys them): no Buffer per name, and names compare as strings.
+ */
+export function encodeDirectoryKeys(sortedNames: readonly string[], nids: readonly number[], fileTypes: readonly number[], blockSizeBytes: number): Buffer {
   const size = directorySizeBytes(
-    sortedEntries.map((e) => e.name.length),
+    sortedNames.map((name) => name.length),
     blockSizeBytes,
   );
   const out = Buffer.alloc(size);
   let blockStart = 0;
   let i = 0;
-  while (i < sortedEntries.length) {
+  while (i < sortedNames.length) {
     // Gather the entries that fit this block, as directorySizeBytes does.
     let used = 0;
     let end = i;
-    while (end < sortedEntries.length && used + DIRENT_SIZE_BYTES + sortedEntries[end]!.name.length <= blockSizeBytes) {
-      used += DIRENT_SIZE_BYTES + sortedEntries[end]!.name.length;
+    while (end < sortedNames.length && used + DIRENT_SIZE_BYTES + sortedNames[end]!.length <= blockSizeBytes) {
+      used += DIRENT_SIZE_BYTES + sortedNames[end]!.length;
       end++;
     }
     if (end === i) throw new FormatLimitError('directory entry larger than a block');
     let nameoff = (end - i) * DIRENT_SIZE_BYTES;
     for (let k = i; k < end; k++) {
-      const entry = sortedEntries[k]!;
-      validateName(entry.name);
-      if (k > 0 && compareNames(sortedEntries[k - 1]!.name, entry.name) >= 0) {
-        throw new FormatLimitError(`directory names not strictly sorted at "${entry.name.toString()}"`);
+      const name = sortedNames[k]!;
+      validateNameKey(name);
+      // Latin1 strings compare by char code, which is byte order.
+      if (k > 0 && sortedNames[k - 1]! >= name) {
+        throw new FormatLimitError(`directory names not strictly sorted at "${Buffer.from(name, 'latin1').toString()}"`);
       }
       const at = blockStart + (k - i) * DIRENT_SIZE_BYTES;
-      out.writeBigUInt64LE(BigInt(entry.nid), at);
+      const nid = nids[k]!;
+      out.writeUInt32LE(nid % 0x100000000, at);
+      out.writeUInt32LE(Math.floor(nid / 0x100000000), at + 4);
       out.writeUInt16LE(nameoff, at + 8);
-      out.writeUInt8(entry.fileType, at + 10);
-      entry.name.copy(out, blockStart + nameoff);
-      nameoff += entry.name.length;
+      out.writeUInt8(fileTypes[k]!, at + 10);
+      const nameAt = blockStart + nameoff;
+      for (let c = 0; c < name.length; c++) out[nameAt + c] = name.charCodeAt(c);
+      nameoff += name.length;
     }
     i = end;
     blockStart += blockSizeBytes;

@@ -101,7 +101,9 @@ export function writeInode(buf: Buffer, at: number, inode: Inode): void {
     buf.writeUInt16LE(inode.xattrIcount, at + EXTENDED.xattrIcount);
     buf.writeUInt16LE(inode.mode, at + EXTENDED.mode);
     buf.writeUInt16LE(0, at + EXTENDED.nb);
-    buf.writeBigUInt64LE(BigInt(inode.sizeBytes), at + EXTENDED.size);
+    // Two 32-bit halves: no BigInt per inode (sizes are safe integers).
+    buf.writeUInt32LE(inode.sizeBytes % 0x100000000, at + EXTENDED.size);
+    buf.writeUInt32LE(Math.floor(inode.sizeBytes / 0x100000000), at + EXTENDED.size + 4);
     buf.writeUInt32LE(inode.iu >>> 0, at + EXTENDED.iu);
     buf.writeUInt32LE(inode.ino >>> 0, at + EXTENDED.ino);
     buf.writeUInt32LE(inode.uid >>> 0, at + EXTENDED.uid);

@@ -3,8 +3,10 @@
  * given on the command line (`--input-type`, `-e`/`--eval`, `-p`/`--print`). Workers inherit
  * `execArgv`, and with `--input-type` a worker started from a file fails at once
  * (ERR_INPUT_TYPE_NOT_ALLOWED), so `node --input-type=module -e "...build(...)"` could not build.
+ * `undefined` (inherit) when there is nothing to strip: a Worker given `execArgv` explicitly rejects
+ * process-wide and V8 flags (`--perf-basic-prof`, ...) that it accepts when it inherits them.
  */
-export function workerExecArgv(): string[] {
+export function workerExecArgv(): string[] | undefined {
   const kept: string[] = [];
   const args = process.execArgv;
   for (let i = 0; i < args.length; i++) {
@@ -16,5 +18,5 @@ export function workerExecArgv(): string[] {
     if (arg.startsWith('--input-type=') || arg.startsWith('--eval=') || arg.startsWith('--print=')) continue;
     kept.push(arg);
   }
-  return kept;
+  return kept.length === args.length ? undefined : kept;
 }
