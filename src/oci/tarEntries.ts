@@ -69,6 +69,7 @@ export interface ReadLayerEntriesOptions {
 
 /** Longest file name component (Linux NAME_MAX, and EROFS's limit). */
 const MAX_COMPONENT_BYTES = 255;
+const DOT_COMPONENT = /(?:^|\/)\.\.?(?:\/|$)/;
 
 /**
  * Checks and normalizes an entry name (a byte string). Returns the problem instead of throwing, so
@@ -85,6 +86,11 @@ export function normalizeEntryPath(name: string): { path: string } | { problem: 
   if (name === '') return { problem: 'empty name' };
   if (name.includes('\0')) return { problem: 'name contains a NUL byte' };
   if (name.startsWith('/')) return { problem: 'absolute name (layer entries must be relative to the root)' };
+  // Fast path, most names of a layer ("./usr/bin/env", "etc/"): past a leading "./" and without a
+  // trailing '/', single '/' separators, no '.' or '..' component, nothing over the component limit.
+  const rest = name.startsWith('./') ? name.slice(2) : name;
+  const body = rest.endsWith('/') ? rest.slice(0, -1) : rest;
+  if (body !== '' && body.length <= MAX_COMPONENT_BYTES && body[0] !== '/' && !body.endsWith('/') && !body.includes('//') && !DOT_COMPONENT.test(body)) return { path: body };
   const parts: string[] = [];
   for (const component of name.split('/')) {
     if (component === '' || component === '.') continue;
