@@ -54,6 +54,37 @@ test('normalizeEntryPath: ./ accepted, root is empty, .. resolved inside, escape
   assert.match((normalizeEntryPath(`d/${'x'.repeat(256)}`) as { problem: string }).problem, /256 bytes/);
 });
 
+test('normalizeEntryPath: every name built from ".", "..", "/", empty and long components resolves as a component-by-component walk does', () => {
+  // The oracle: split on '/', drop '' and '.', pop on '..' (refused above the root), limit 255.
+  const walk = (name: string): string | undefined => {
+    if (name === '' || name.startsWith('/')) return undefined;
+    const parts: string[] = [];
+    for (const component of name.split('/')) {
+      if (component === '' || component === '.') continue;
+      if (component === '..') {
+        if (parts.length === 0) return undefined;
+        parts.pop();
+      } else if (component.length > 255) {
+        return undefined;
+      } else {
+        parts.push(component);
+      }
+    }
+    return parts.join('/');
+  };
+  const pieces = ['a', '.', '..', '/', '.b', `${'x'.repeat(130)}`];
+  let checked = 0;
+  const visit = (name: string, depth: number) => {
+    const got = normalizeEntryPath(name);
+    assert.equal('path' in got ? got.path : undefined, walk(name), JSON.stringify(name));
+    checked++;
+    if (depth > 0) for (const piece of pieces) visit(name + piece, depth - 1);
+  };
+  visit('', 6);
+  visit('./', 5);
+  assert.ok(checked > 50_000);
+});
+
 test('parsePaxTime: fractions, negative times keep nanoseconds positive', () => {
   assert.deepEqual(parsePaxTime('1700000000.123456789'), { sec: 1700000000n, nsec: 123456789 });
   assert.deepEqual(parsePaxTime('1700000000.5'), { sec: 1700000000n, nsec: 500000000 });
