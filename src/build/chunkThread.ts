@@ -5,6 +5,7 @@ import type { ChunkIndex } from '../format/chunk.js';
 import type { ChunkSizePolicy, ChunkStats, ReadAt, WrittenChunk } from './chunker.js';
 import { SourceChangedError } from './errors.js';
 import type { RegularData } from './tree.js';
+import { moduleUrl } from '../paths.js';
 import { workerExecArgv } from '../util/worker.js';
 
 /**
@@ -130,7 +131,7 @@ export class ChunkThread {
   private exited = false;
 
   constructor(storeDir: string) {
-    this.worker = new Worker(new URL('./chunkWorker.js', import.meta.url), { workerData: { storeDir }, execArgv: workerExecArgv() });
+    this.worker = new Worker(moduleUrl('build/chunkWorker.js'), { workerData: { storeDir }, execArgv: workerExecArgv() });
     for (let i = 1; i < BUFFERS; i++) this.free.push(new ArrayBuffer(BATCH_BYTES));
     this.batch = Buffer.from(new ArrayBuffer(BATCH_BYTES));
     this.worker.on('message', (reply: ChunkThreadReply) => this.onReply(reply));

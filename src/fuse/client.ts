@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { constants, openSync, closeSync } from 'node:fs';
 import { access, mkdir, open, readFile, realpath, rename, stat, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { formatCommand, runTool } from '../mount/exec.js';
@@ -14,6 +14,7 @@ import { requireRoot } from '../mount/mount.js';
 import type { ControlRequest, ControlResponse } from './daemon.js';
 import { FuseDaemonError, FuseUnavailableError } from './errors.js';
 import { fusePaths, type FusePaths } from './paths.js';
+import { moduleUrl } from '../paths.js';
 
 /** One image the daemon serves, bind-mounted at a user's mountpoint. */
 export interface FuseMountRecord {
@@ -138,7 +139,7 @@ async function startDaemon(paths: FusePaths, runtimeDir: string): Promise<number
   } catch (e) {
     throw new FuseUnavailableError(`cannot open /dev/fuse: ${(e as Error).message}`);
   }
-  const script = join(dirname(fileURLToPath(import.meta.url)), 'daemonMain.js');
+  const script = fileURLToPath(moduleUrl('fuse/daemonMain.js'));
   const log = await open(paths.log, 'a');
   // A thread per outstanding /dev/fuse read plus the image reads: the default pool of 4 is too small.
   const child = spawn(process.execPath, [script, runtimeDir], {

@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
 import type { DigestAlgorithm } from './digest.js';
+import { moduleUrl } from '../paths.js';
 import { workerExecArgv } from '../util/worker.js';
 
 /**
@@ -54,7 +55,7 @@ export type InflateResponse =
  */
 export function decompressOffThread(compressed: Readable, options: InflateOptions, check?: (actual: InflateDigests) => void): Readable {
   async function* inflate(): AsyncGenerator<Buffer> {
-    const worker = new Worker(new URL('./inflateWorker.js', import.meta.url), { workerData: options, execArgv: workerExecArgv() });
+    const worker = new Worker(moduleUrl('oci/inflateWorker.js'), { workerData: options, execArgv: workerExecArgv() });
     let actual: InflateDigests = {};
     const input = compressed[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
     const output: Buffer[] = [];
