@@ -87,7 +87,7 @@ if [[ "${BENCH_SKIP_TSC:-0}" != 1 ]]; then
     echo "warning: tsc reported type errors in test/ only (dist/src was emitted):" >&2
     grep -v '^ ' "$WORK/tsc.log" | sed 's/^/  /' >&2
   fi
-  node scripts/oclif-manifest.mjs   # as `npm run build` does: the CLI then imports only the command it runs
+  node scripts/bundle.mjs   # as `npm run build` does: the CLI as one bundled file
 fi
 
 # Variants of our build that are timed: "default" (the CLI's defaults: fingerprint xattrs on) and

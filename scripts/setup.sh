@@ -66,4 +66,4 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   printf '%s\n' "$want" >"$stamp"
 fi
 
-npm run --silent build || die "npm run build failed (tsc errors above)"
+npm run --silent build || die "npm run build failed (tsc or bundling errors above)"
