@@ -24,7 +24,7 @@ ROOTFS=${ROOTFS:-$REAL/rootfs/v1}
 WORK=$(mktemp -d /var/tmp/erofs-layer-bench-XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 cd "$REPO"
-npm run --silent build >&2   # dist/ and oclif.manifest.json as the CLI ships
+npm run --silent build >&2   # dist/ and the CLI bundle (dist/src/cli.js) as the CLI ships
 REF_BIN=$(bash "$REPO/bench/erofs-utils-reference.sh")
 
 echo "== packing $ROOTFS as layer tarballs" >&2
