@@ -41,7 +41,9 @@ export default class Build extends Command {
 
   async run(): Promise<BuildReport & Partial<BuildResult> & { push?: PushResult }> {
     const { argv, flags } = await this.parse(Build);
-    const interactive = !this.jsonEnabled() && process.stderr.isTTY === true;
+    // A terminal that reports no width (a pty nobody sized, as `script` makes) would hang ora's
+    // line wrapping: no spinner there.
+    const interactive = !this.jsonEnabled() && process.stderr.isTTY === true && (process.stderr.columns ?? 0) > 0;
     // ora is loaded only for a terminal: it costs startup time that scripts need not pay.
     const spinner = interactive ? (await import('ora')).default({ text: 'Converting', stream: process.stderr }).start() : undefined;
     // Ctrl-C or a kill stops the build between files and removes what it wrote.

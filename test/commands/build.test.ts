@@ -74,6 +74,23 @@ for (const [flag, value, pattern] of [
   });
 }
 
+test('build on a terminal: the spinner ends with the result, also on a terminal that reports 0 columns (ora hung there)', { timeout: 120_000 }, async () => {
+  await withTempDir(async (dir) => {
+    await mkdir(join(dir, 'tree'));
+    await writeFile(join(dir, 'tree', 'file'), 'hello\n');
+    for (const columns of [80, 0]) {
+      const out = join(dir, `out-${columns}`);
+      // script(1) gives the build a pseudo-terminal as stdin, stdout and stderr; stty sets its width.
+      const command = `stty cols ${columns} rows 24; exec node ${CLI.join(' ')} build '${join(dir, 'tree')}' -o '${out}'`;
+      const result = await run('script', ['-qec', command, '/dev/null']);
+      assert.equal(result.code, 0, `${columns} columns: ${result.output}`);
+      assert.match(result.output, /tree\.erofs/, `${columns} columns: the report names the image`);
+      if (columns > 0) assert.match(result.output, /Built tree/, 'the spinner ends with the image built');
+      assert.ok((await filesUnder(out)).includes('tree.erofs'));
+    }
+  });
+});
+
 test('build: SIGTERM in the middle removes the partial blob and writes no image', async () => {
   await withTempDir(async (dir) => {
     const source = join(dir, 'src');
