@@ -34,6 +34,19 @@ function sendBatch(): void {
   post({ type: 'data', buffer }, [buffer]);
 }
 
+/**
+ * Sends output that owns its whole ArrayBuffer from its start (hashed by the caller), after what is
+ * batched; true when the output sent ahead is at its limit (the caller should wait).
+ */
+function sendOwned(bytes: Buffer): boolean {
+  sendBatch();
+  const buffer = bytes.buffer as ArrayBuffer;
+  unackedBytes += bytes.byteLength;
+  // A view shorter than its buffer (the last one) crosses as the part that holds output.
+  post({ type: 'data', buffer: bytes.byteLength === buffer.byteLength ? buffer : buffer.slice(0, bytes.byteLength) }, bytes.byteLength === buffer.byteLength ? [buffer] : []);
+  return unackedBytes >= INFLATE_AHEAD_BYTES;
+}
+
 /** One piece of output; true when the output sent ahead is at its limit (the caller should wait). */
 function emit(chunk: Buffer): boolean {
   outputHash?.update(chunk);
@@ -79,7 +92,6 @@ function gzipDecoder(): { write(input: Buffer): void; end(): void } {
 function zstdDecoder(): { write(input: Buffer): void; end(): void } {
   const zstd = zstdBinding();
   const context = new zstd.DCtx();
-  const outBytes = zstd.dStreamOutSize();
   const pieces: (Buffer | null)[] = [];
   let wake: (() => void) | undefined;
   const next = async (): Promise<Buffer | null> => {
@@ -91,6 +103,9 @@ function zstdDecoder(): { write(input: Buffer): void; end(): void } {
     let sawInput = false;
     // Nonzero while a frame is unfinished: input ending then means the stream was cut short.
     let hint = 0;
+    // Output goes straight into the batch buffer that is then sent: no piece per call to copy and drop.
+    let out = Buffer.allocUnsafeSlow(INFLATE_BATCH_BYTES);
+    let filled = 0;
     for (;;) {
       const piece = await next();
       if (piece === null) break;
@@ -101,22 +116,32 @@ function zstdDecoder(): { write(input: Buffer): void; end(): void } {
       sawInput = true;
       let input = piece;
       for (;;) {
-        const output = Buffer.allocUnsafe(outBytes);
+        const room = out.length - filled;
         let produced: number;
         let consumed: number;
         try {
-          [hint, produced, consumed] = context.decompressStream(output, input);
+          [hint, produced, consumed] = context.decompressStream(out.subarray(filled), input);
         } catch (error) {
           fail(`corrupt zstd stream (${(error as Error).message})`);
           return;
         }
         input = input.subarray(consumed);
-        if (produced > 0 && emit(output.subarray(0, produced))) await new Promise<void>((resolve) => (onRoom = resolve));
+        if (produced > 0) {
+          outputHash?.update(out.subarray(filled, filled + produced));
+          filled += produced;
+        }
+        if (filled === out.length) {
+          const full = sendOwned(out);
+          out = Buffer.allocUnsafeSlow(INFLATE_BATCH_BYTES);
+          filled = 0;
+          if (full) await new Promise<void>((resolve) => (onRoom = resolve));
+        }
         // Done with this piece once it is consumed and zstd had room to flush everything it holds.
-        if (input.length === 0 && (produced < output.length || hint === 0)) break;
+        if (input.length === 0 && (produced < room || hint === 0)) break;
       }
       post({ type: 'need' });
     }
+    if (filled > 0) sendOwned(Buffer.from(out.buffer, 0, filled));
     if (!sawInput) return fail('empty zstd stream (no frame)');
     if (hint !== 0) return fail('truncated zstd stream (ends inside a frame)');
     end();
