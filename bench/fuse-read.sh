@@ -35,7 +35,7 @@ read_tree() { # MOUNT -> seconds
   end=$(date +%s.%N)
   echo "$end - $start" | bc
 }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+. "$REPO/bench/stats.sh"
 for mode in kernel fuse; do
   : >"$WORK/$mode.cold"; : >"$WORK/$mode.warm"
 done

@@ -24,6 +24,7 @@ ROOTFS=${ROOTFS:-$REAL/rootfs/v1}
 WORK=$(mktemp -d /var/tmp/erofs-layer-bench-XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 cd "$REPO"
+. "$REPO/bench/stats.sh"
 npm run --silent build >&2   # dist/ and the CLI bundle (dist/src/cli.js) as the CLI ships
 REF_BIN=$(bash "$REPO/bench/erofs-utils-reference.sh")
 
@@ -63,13 +64,7 @@ done
 rm -rf "$WORK/x"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-printf '\n| tool | runs | median s | min s | max s | median peak RSS MB |\n|---|---:|---:|---:|---:|---:|\n'
-for name in ours-tar ours-gzip mkfs.erofs tar+mkfs.erofs gunzip+tar+mkfs.erofs mkfs.erofs-1.9.4-tar mkfs.erofs-1.9.4-ungzip; do
-  f="$WORK/$name.times"
-  printf '| %s | %d | %s | %s | %s | %d |\n' "$name" "$(wc -l <"$f")" "$(cut -d' ' -f1 "$f" | median)" \
-    "$(cut -d' ' -f1 "$f" | sort -n | head -1)" "$(cut -d' ' -f1 "$f" | sort -n | tail -1)" "$(( $(cut -d' ' -f2 "$f" | median | cut -d. -f1) / 1024 ))"
-done
+times_table tool "$WORK" ours-tar ours-gzip mkfs.erofs tar+mkfs.erofs gunzip+tar+mkfs.erofs mkfs.erofs-1.9.4-tar mkfs.erofs-1.9.4-ungzip
 med() { cut -d' ' -f1 "$WORK/$1.times" | median; }
 ratio() { echo "ratio $1 / $2 (median wall): $(echo "$(med "$1") / $(med "$2")" | bc -l | cut -c1-5)"; }
 ratio ours-tar mkfs.erofs

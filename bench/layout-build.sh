@@ -18,6 +18,7 @@ REAL=${REAL_OCI_DIR:-/var/tmp/mkfs-erofs-ts-real-oci}
 WORK=$(mktemp -d /var/tmp/erofs-layout-bench-XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 cd "$REPO"
+. "$REPO/bench/stats.sh"
 npm run --silent build >&2
 tar --xattrs --xattrs-include='*' --numeric-owner --exclude=./.made -C "$REAL/rootfs/v1" -cf - . | gzip -1 >"$WORK/v1.tar.gz"
 echo "sources: $(du -sm "$REAL/oci/gzip" | cut -f1) MB gzip layout, $(du -sm "$REAL/oci/zstd" | cut -f1) MB zstd layout, $(du -m "$REAL/docker/v1.tar" | cut -f1) MB docker archive, $(du -m "$WORK/v1.tar.gz" | cut -f1) MB flattened gzip layer"
@@ -40,10 +41,4 @@ for r in $(seq "$RUNS"); do
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-printf '\n| source | runs | median s | min s | max s | median peak RSS MB |\n|---|---:|---:|---:|---:|---:|\n'
-for name in "${names[@]}"; do
-  f="$WORK/$name.times"
-  printf '| %s | %d | %s | %s | %s | %d |\n' "$name" "$(wc -l <"$f")" "$(cut -d' ' -f1 "$f" | median)" \
-    "$(cut -d' ' -f1 "$f" | sort -n | head -1)" "$(cut -d' ' -f1 "$f" | sort -n | tail -1)" "$(( $(cut -d' ' -f2 "$f" | median | cut -d. -f1) / 1024 ))"
-done
+times_table source "$WORK" "${names[@]}"

@@ -1,6 +1,6 @@
 import type { ChunkIndex } from '../format/chunk.js';
 import { writeMetadataImage } from './metadata.js';
-import { makeDir, type DirNode } from './tree.js';
+import { defaultAttrs, makeDir, type DirNode } from './tree.js';
 
 /**
  * Object indexes: page cache sharing on kernels without EROFS sharing (6.5+), through overlayfs
@@ -37,12 +37,7 @@ export function buildObjectIndex(blobDigest: string, blobBlocks: number, objects
     }
     dir.children.set(object.contentSha256Hex, {
       kind: 'reg',
-      permissions: 0o444,
-      uid: 0,
-      gid: 0,
-      mtimeSec: 0n,
-      mtimeNsec: 0,
-      xattrs: new Map(),
+      ...defaultAttrs({ permissions: 0o444 }),
       data: { kind: 'chunks', sizeBytes: object.sizeBytes, chunkBits: object.chunkBits, chunks: object.chunks },
     });
   }

@@ -1,4 +1,5 @@
 import { DIRENT_SIZE_BYTES, FILE_TYPE, MAX_NAME_BYTES } from './constants.js';
+import { writeSafeUInt64LE } from './bytes.js';
 import { CorruptImageError, FormatLimitError } from './errors.js';
 
 /** A directory entry (struct erofs_dirent plus its name). */
@@ -75,9 +76,7 @@ export function encodeDirectoryKeys(sortedNames: readonly string[], nids: readon
         throw new FormatLimitError(`directory names not strictly sorted at "${Buffer.from(name, 'latin1').toString()}"`);
       }
       const at = blockStart + (k - i) * DIRENT_SIZE_BYTES;
-      const nid = nids[k]!;
-      out.writeUInt32LE(nid % 0x100000000, at);
-      out.writeUInt32LE(Math.floor(nid / 0x100000000), at + 4);
+      writeSafeUInt64LE(out, nids[k]!, at);
       out.writeUInt16LE(nameoff, at + 8);
       out.writeUInt8(fileTypes[k]!, at + 10);
       const nameAt = blockStart + nameoff;

@@ -13,6 +13,7 @@ import {
   S_IFSOCK,
   XATTR_IBODY_HEADER_SIZE_BYTES,
 } from './constants.js';
+import { writeSafeUInt64LE } from './bytes.js';
 import { CorruptImageError, FormatLimitError } from './errors.js';
 
 /**
@@ -101,9 +102,7 @@ export function writeInode(buf: Buffer, at: number, inode: Inode): void {
     buf.writeUInt16LE(inode.xattrIcount, at + EXTENDED.xattrIcount);
     buf.writeUInt16LE(inode.mode, at + EXTENDED.mode);
     buf.writeUInt16LE(0, at + EXTENDED.nb);
-    // Two 32-bit halves: no BigInt per inode (sizes are safe integers).
-    buf.writeUInt32LE(inode.sizeBytes % 0x100000000, at + EXTENDED.size);
-    buf.writeUInt32LE(Math.floor(inode.sizeBytes / 0x100000000), at + EXTENDED.size + 4);
+    writeSafeUInt64LE(buf, inode.sizeBytes, at + EXTENDED.size);
     buf.writeUInt32LE(inode.iu >>> 0, at + EXTENDED.iu);
     buf.writeUInt32LE(inode.ino >>> 0, at + EXTENDED.ino);
     buf.writeUInt32LE(inode.uid >>> 0, at + EXTENDED.uid);

@@ -22,29 +22,25 @@ let onRoom: (() => void) | undefined;
 
 const post = (message: InflateResponse, transfer: ArrayBuffer[] = []): void => port.postMessage(message, transfer);
 
-function sendBatch(): void {
-  if (batchBytes === 0) return;
-  const bytes = Buffer.concat(batch, batchBytes);
+/**
+ * Posts output, its ArrayBuffer transferred (a view of part of one is copied out first); true when
+ * the output sent ahead is at its limit (the caller should wait).
+ */
+function send(bytes: Buffer): boolean {
   // A batch of a MiB owns its ArrayBuffer (not Buffer's small-allocation pool): sent as is, no copy.
   const owned = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
   const buffer = owned ? (bytes.buffer as ArrayBuffer) : (bytes.buffer as ArrayBuffer).slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
-  batch = [];
-  batchBytes = 0;
   unackedBytes += buffer.byteLength;
   post({ type: 'data', buffer }, [buffer]);
+  return unackedBytes >= INFLATE_AHEAD_BYTES;
 }
 
-/**
- * Sends output that owns its whole ArrayBuffer from its start (hashed by the caller), after what is
- * batched; true when the output sent ahead is at its limit (the caller should wait).
- */
-function sendOwned(bytes: Buffer): boolean {
-  sendBatch();
-  const buffer = bytes.buffer as ArrayBuffer;
-  unackedBytes += bytes.byteLength;
-  // A view shorter than its buffer (the last one) crosses as the part that holds output.
-  post({ type: 'data', buffer: bytes.byteLength === buffer.byteLength ? buffer : buffer.slice(0, bytes.byteLength) }, bytes.byteLength === buffer.byteLength ? [buffer] : []);
-  return unackedBytes >= INFLATE_AHEAD_BYTES;
+function sendBatch(): void {
+  if (batchBytes === 0) return;
+  const bytes = Buffer.concat(batch, batchBytes);
+  batch = [];
+  batchBytes = 0;
+  send(bytes);
 }
 
 /** One piece of output; true when the output sent ahead is at its limit (the caller should wait). */
@@ -131,7 +127,7 @@ function zstdDecoder(): { write(input: Buffer): void; end(): void } {
           filled += produced;
         }
         if (filled === out.length) {
-          const full = sendOwned(out);
+          const full = send(out);
           out = Buffer.allocUnsafeSlow(INFLATE_BATCH_BYTES);
           filled = 0;
           if (full) await new Promise<void>((resolve) => (onRoom = resolve));
@@ -141,7 +137,7 @@ function zstdDecoder(): { write(input: Buffer): void; end(): void } {
       }
       post({ type: 'need' });
     }
-    if (filled > 0) sendOwned(Buffer.from(out.buffer, 0, filled));
+    if (filled > 0) send(out.subarray(0, filled));
     if (!sawInput) return fail('empty zstd stream (no frame)');
     if (hint !== 0) return fail('truncated zstd stream (ends inside a frame)');
     end();
