@@ -7,10 +7,14 @@
 # erofs-utils 1.5 (`tar -x[z]f` into an empty directory, then mkfs.erofs), which starts from the
 # same file ours does. And the reference the build issue names: erofs-utils 1.9.4's tar input
 # (`mkfs.erofs --tar=f [--ungzip]`, with `--xattr-inode-digest` as our default fingerprints), built
-# from Debian's source package by bench/erofs-utils-reference.sh on first use.
+# from Debian's source package by scripts/erofs-utils-reference.sh on first use. And the issue's scale,
+# the "bare Node pipeline" (bench/bare-pipeline.mjs: read, layer digests, gunzip, tar-stream, BLAKE3,
+# blob writes; no tree, metadata, dedup, content digests or fsync), on the same tarballs.
 #
-# Usage: bench/layer-vs-mkfs.sh            (env: RUNS=5, ROOTFS=dir to pack, default the v1 tree of
-#                                           ../shared/tools/make-real-oci.sh, made on first use)
+# Usage: bench/layer-vs-mkfs.sh            (env: RUNS=5; LAYER=debian (default: the v1 tree of
+#        ../shared/tools/make-real-oci.sh, 180 MB, 9.6k entries) or LAYER=large (the same tool with
+#        numpy, scipy, pandas, gcc, g++, git and perl: about 1 GB, 41k entries, the scale of the
+#        issue's reference layer); either made on first use; or ROOTFS=any dir to pack)
 # Method: warm page cache (one untimed run of each first), runs alternate, medians of wall time
 # and peak RSS from /usr/bin/time; every run's output is checked (metadata image present, blob
 # size reported; ours from the tarball must mount-equal mkfs.erofs's content, which the test suite
@@ -18,15 +22,19 @@
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUNS=${RUNS:-5}
-REAL=${REAL_OCI_DIR:-/var/tmp/mkfs-erofs-ts-real-oci}
+case ${LAYER:-debian} in
+  debian) REAL=${REAL_OCI_DIR:-/var/tmp/mkfs-erofs-ts-real-oci}; PACKAGES=() ;;
+  large) REAL=${REAL_OCI_DIR:-/var/tmp/mkfs-erofs-ts-real-oci-large}; PACKAGES=(python3 python3-numpy python3-scipy python3-pandas gcc g++ git perl) ;;
+  *) echo "LAYER must be debian or large" >&2; exit 2 ;;
+esac
 ROOTFS=${ROOTFS:-$REAL/rootfs/v1}
-[ -d "$ROOTFS" ] || bash "$REPO/../shared/tools/make-real-oci.sh" "$REAL" >/dev/null
+[ -d "$ROOTFS" ] || bash "$REPO/../shared/tools/make-real-oci.sh" "$REAL" "${PACKAGES[@]}" >/dev/null
 WORK=$(mktemp -d /var/tmp/erofs-layer-bench-XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 cd "$REPO"
 . "$REPO/bench/stats.sh"
 npm run --silent build >&2   # dist/ and the CLI bundle (dist/src/cli.js) as the CLI ships
-REF_BIN=$(bash "$REPO/bench/erofs-utils-reference.sh")
+REF_BIN=$(bash "$REPO/scripts/erofs-utils-reference.sh")
 
 echo "== packing $ROOTFS as layer tarballs" >&2
 tar --xattrs --xattrs-include='*' --numeric-owner --exclude=./.made -C "$ROOTFS" -cf "$WORK/layer.tar" .
@@ -41,7 +49,7 @@ run() { # NAME CMD... -> appends "wall_s peak_kb" to $WORK/NAME.times
   rm -rf "$WORK/out"; mkdir -p "$WORK/out"; sync
   /usr/bin/time -f '%e %M' -o "$WORK/t" "$@" >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
   cat "$WORK/t" >>"$WORK/$name.times"
-  compgen -G "$WORK/out/*.erofs" >/dev/null || [ -s "$WORK/out/meta" ] || { echo "$name: no output" >&2; exit 1; }
+  compgen -G "$WORK/out/*.erofs" >/dev/null || [ -s "$WORK/out/meta" ] || [ -s "$WORK/out/blob" ] || { echo "$name: no output" >&2; exit 1; }
 }
 ours_tar() { run ours-tar node bin/run.js build "$WORK/layer.tar" -o "$WORK/out" --chunk-size 1M; }
 ours_gz() { run ours-gzip node bin/run.js build "$WORK/layer.tar.gz" -o "$WORK/out" --chunk-size 1M; }
@@ -55,16 +63,18 @@ tar_mkfs() { untar_mkfs tar+mkfs.erofs '' "$WORK/layer.tar"; }
 gz_mkfs() { untar_mkfs gunzip+tar+mkfs.erofs z "$WORK/layer.tar.gz"; }
 # erofs-utils 1.9.4 converting the tarball itself, fingerprints included as in our default build.
 ref_tar() { run mkfs.erofs-1.9.4-tar "$REF_BIN/mkfs.erofs" --quiet --tar=f --xattr-inode-digest --chunksize=1048576 --blobdev="$WORK/out/blob" "$WORK/out/meta" "$WORK/layer.tar"; }
+bare_tar() { run bare-node-tar node bench/bare-pipeline.mjs "$WORK/layer.tar" "$WORK/out/blob"; }
+bare_gz() { run bare-node-gzip node bench/bare-pipeline.mjs "$WORK/layer.tar.gz" "$WORK/out/blob"; }
 ref_gz() { run mkfs.erofs-1.9.4-ungzip "$REF_BIN/mkfs.erofs" --quiet --tar=f --ungzip --xattr-inode-digest --chunksize=1048576 --blobdev="$WORK/out/blob" "$WORK/out/meta" "$WORK/layer.tar.gz"; }
 
-ours_tar; ours_gz; mkfs; tar_mkfs; gz_mkfs; ref_tar; ref_gz; rm -f "$WORK"/*.times   # warm-up
+ours_tar; ours_gz; mkfs; tar_mkfs; gz_mkfs; ref_tar; ref_gz; bare_tar; bare_gz; rm -f "$WORK"/*.times   # warm-up
 for i in $(seq "$RUNS"); do
-  if ((i % 2)); then ours_tar; ours_gz; mkfs; tar_mkfs; gz_mkfs; ref_tar; ref_gz; else ref_gz; ref_tar; gz_mkfs; tar_mkfs; mkfs; ours_gz; ours_tar; fi
+  if ((i % 2)); then ours_tar; ours_gz; mkfs; tar_mkfs; gz_mkfs; ref_tar; ref_gz; bare_tar; bare_gz; else bare_gz; bare_tar; ref_gz; ref_tar; gz_mkfs; tar_mkfs; mkfs; ours_gz; ours_tar; fi
 done
 rm -rf "$WORK/x"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-times_table tool "$WORK" ours-tar ours-gzip mkfs.erofs tar+mkfs.erofs gunzip+tar+mkfs.erofs mkfs.erofs-1.9.4-tar mkfs.erofs-1.9.4-ungzip
+times_table tool "$WORK" ours-tar ours-gzip mkfs.erofs tar+mkfs.erofs gunzip+tar+mkfs.erofs mkfs.erofs-1.9.4-tar mkfs.erofs-1.9.4-ungzip bare-node-tar bare-node-gzip
 med() { cut -d' ' -f1 "$WORK/$1.times" | median; }
 ratio() { echo "ratio $1 / $2 (median wall): $(echo "$(med "$1") / $(med "$2")" | bc -l | cut -c1-5)"; }
 ratio ours-tar mkfs.erofs
@@ -73,6 +83,11 @@ ratio ours-tar tar+mkfs.erofs
 ratio ours-gzip gunzip+tar+mkfs.erofs
 ratio ours-tar mkfs.erofs-1.9.4-tar
 ratio ours-gzip mkfs.erofs-1.9.4-ungzip
+ratio ours-tar bare-node-tar
+ratio ours-gzip bare-node-gzip
+ratio bare-node-tar mkfs.erofs
+ratio bare-node-gzip mkfs.erofs
+ratio bare-node-gzip mkfs.erofs-1.9.4-ungzip
 # One correctness check outside the timing: the tarball build without fingerprints passes fsck.erofs.
 rm -rf "$WORK/out"
 node bin/run.js build "$WORK/layer.tar" -o "$WORK/out" --no-fingerprints --json >"$WORK/report.json"

@@ -66,4 +66,8 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   printf '%s\n' "$want" >"$stamp"
 fi
 
+# erofs-utils 1.9.4, built from Debian's source once and cached: its fsck.erofs checks fingerprints
+# (`--xattr-inode-digest`), which bookworm's 1.5 cannot (test/build/fingerprint.test.ts).
+bash scripts/erofs-utils-reference.sh >/dev/null || die "building erofs-utils 1.9.4 (scripts/erofs-utils-reference.sh) failed"
+
 npm run --silent build || die "npm run build failed (tsc or bundling errors above)"

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { build, type BuildResult } from '../../src/build/build.js';
+import { erofsUtils194Bin } from '../helpers/erofsUtils.js';
 import { run } from '../helpers/exec.js';
 import { assertFsckClean, withKernelMount } from '../helpers/kernel.js';
 import { realImages } from '../helpers/realImages.js';
@@ -53,6 +54,12 @@ test('real Debian images (OCI gzip layout, both tags): the kernel mount equals t
       const inspected = await run('node', ['bin/run.js', 'inspect', image.metadataImage, '--json']);
       assert.equal(inspected.code, 0, inspected.output);
       assert.deepEqual((JSON.parse(inspected.stdout) as { sharing: unknown }).sharing, image.sharing, `${image.name}: report vs inspect`);
+    }
+    // erofs-utils 1.9.4's fsck reads the default images and checks every file's fingerprint against its data.
+    const erofsUtils = await erofsUtils194Bin();
+    for (const image of [base, v1]) {
+      const checked = await run(join(erofsUtils, 'fsck.erofs'), ['--xattr-inode-digest', ...image.blobs.map((b) => `--device=${b}`), image.metadataImage]);
+      assert.equal(checked.code, 0, `${image.name}: fsck.erofs 1.9.4 --xattr-inode-digest:\n${checked.output}`);
     }
     // The same images without fingerprints pass Debian's fsck.erofs (1.5 predates xattr prefixes).
     const plain = await build([`${real.gzipLayout}:v1`], { outputDir: join(dir, 'plain'), fingerprints: false });

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Builds erofs-utils 1.9.4 (the reference the build issue names: `mkfs.erofs --tar=f [--ungzip]`,
-# which Debian bookworm's 1.5 lacks) from Debian's source package on deb.debian.org, once, into a
-# cache directory, and prints the path of its bin/ directory. Only the benchmarks use it; the test
-# suite's golden vectors come from the fixtures and Debian's installed erofs-utils.
+# Builds erofs-utils 1.9.4 from Debian's source package on deb.debian.org, once, into a cache
+# directory, and prints the path of its bin/ directory. Debian bookworm's erofs-utils 1.5 lacks what
+# this one has:
+# - `fsck.erofs --xattr-inode-digest`, which checks every file's fingerprint xattr against its data:
+#   the test suite verifies our fingerprints with it (scripts/setup.sh runs this script);
+# - `mkfs.erofs --tar=f [--ungzip]`, the reference of the build issue's speed figures (bench/).
 #
-# Usage: bench/erofs-utils-reference.sh     (env: EROFS_UTILS_REF_DIR, default /var/tmp/mkfs-erofs-ts-erofs-utils-1.9.4)
+# Usage: scripts/erofs-utils-reference.sh     (env: EROFS_UTILS_REF_DIR, default /var/tmp/mkfs-erofs-ts-erofs-utils-1.9.4)
 set -euo pipefail
 VERSION=1.9.4
 # From erofs-utils_1.9.4-1.dsc (Debian sid), Checksums-Sha256 of the upstream tarball.
@@ -19,7 +21,8 @@ for pkg in curl autoconf automake libtool pkg-config make gcc zlib1g-dev liblz4-
 done
 if ((${#need[@]})); then
   echo "installing build dependencies: ${need[*]}" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >&2
 fi
 WORK=$(mktemp -d /var/tmp/erofs-utils-build-XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
