@@ -275,20 +275,15 @@ export function planMetadataImage(root: DirNode, options: MetadataImageOptions =
   for (let i = 0; i < plans.length; i++) plans[i]!.parent = plans[parentIndex[i]!];
 
   // Metadata area: superblock, device table, long prefixes, then inodes (32-byte slots).
-  let pos = SUPERBLOCK_OFFSET_BYTES + SUPERBLOCK_SIZE_BYTES + devices.length * DEVICE_SLOT_SIZE_BYTES;
-  const longPrefixTableOffsetBytes = alignUp(pos, 4);
-  pos = alignUp(longPrefixTableOffsetBytes + xattrLongPrefixTableSizeBytes(longPrefixes), INODE_SLOT_SIZE_BYTES);
+  const { longPrefixTableOffsetBytes, firstInodeOffsetBytes } = metadataAreaLayout(devices.length, longPrefixes);
+  let pos = firstInodeOffsetBytes;
   for (const plan of plans) {
     const headBytes = inodeSizeBytes(plan.isExtended) + plan.ibodySizeBytes;
     const data = plan.data;
     if (data.kind === 'flat' && data.inlineTail) {
-      // The kernel refuses an inline tail crossing a block; like mkfs we also avoid one starting
-      // exactly on a block boundary. Move the inode to a fresh block, or give up inlining.
-      const tailStart = pos + headBytes;
-      if (tailStart % blockSizeBytes === 0 || (tailStart % blockSizeBytes) + data.tailBytes > blockSizeBytes) {
-        if (headBytes + data.tailBytes <= blockSizeBytes) pos = alignUp(pos, blockSizeBytes);
-        else data.inlineTail = false;
-      }
+      const placed = placeInlineTail(pos, headBytes, data.tailBytes, blockSizeBytes);
+      pos = placed.offsetBytes;
+      data.inlineTail = placed.inlineTail;
     }
     plan.offsetBytes = pos;
     plan.nid = pos / INODE_SLOT_SIZE_BYTES;
@@ -330,6 +325,25 @@ export function planMetadataImage(root: DirNode, options: MetadataImageOptions =
     totalBlocks: Math.max(nextBlock, 1),
     indexOf,
   };
+}
+
+/**
+ * Where an inode whose head (inode and xattrs) is `headBytes` and whose data ends in an inline tail
+ * of `tailBytes` goes, at `pos` or later. The kernel refuses an inline tail crossing a block; like mkfs
+ * we also avoid one starting exactly on a block boundary: the inode moves to a fresh block, or the
+ * tail is not inlined.
+ */
+export function placeInlineTail(pos: number, headBytes: number, tailBytes: number, blockSizeBytes: number): { offsetBytes: number; inlineTail: boolean } {
+  const tailStart = pos + headBytes;
+  if (tailStart % blockSizeBytes !== 0 && (tailStart % blockSizeBytes) + tailBytes <= blockSizeBytes) return { offsetBytes: pos, inlineTail: true };
+  if (headBytes + tailBytes <= blockSizeBytes) return { offsetBytes: alignUp(pos, blockSizeBytes), inlineTail: true };
+  return { offsetBytes: pos, inlineTail: false };
+}
+
+/** Where the inodes start: after the superblock, the device table and the long prefix table. */
+export function metadataAreaLayout(deviceCount: number, longPrefixes: readonly XattrLongPrefix[]): { longPrefixTableOffsetBytes: number; firstInodeOffsetBytes: number } {
+  const longPrefixTableOffsetBytes = alignUp(SUPERBLOCK_OFFSET_BYTES + SUPERBLOCK_SIZE_BYTES + deviceCount * DEVICE_SLOT_SIZE_BYTES, 4);
+  return { longPrefixTableOffsetBytes, firstInodeOffsetBytes: alignUp(longPrefixTableOffsetBytes + xattrLongPrefixTableSizeBytes(longPrefixes), INODE_SLOT_SIZE_BYTES) };
 }
 
 function plannedSizeBytes(node: TreeNode, blockSizeBytes: number, childNames: readonly string[] | undefined): number {
@@ -394,8 +408,6 @@ function initialDataPlan(node: TreeNode, sizeBytes: number, blockSizeBits: numbe
 /** Emits the planned image as one buffer (metadata only: its size grows with file count, not bytes). */
 export function emitMetadataImage(plan: MetadataImagePlan, options: MetadataImageOptions = {}): Buffer {
   const blockSizeBytes = 2 ** plan.blockSizeBits;
-  const devices = options.devices ?? [];
-  const longPrefixes = options.longXattrPrefixes ?? [];
   const image = Buffer.alloc(plan.totalBlocks * blockSizeBytes);
   let anyChunked = false;
 
@@ -454,6 +466,26 @@ export function emitMetadataImage(plan: MetadataImagePlan, options: MetadataImag
     encoded.copy(image, sharedAt);
     sharedAt += encoded.length;
   }
+  writeImageHeader(image, { ...plan, inodeCount: plan.inodes.length, anyChunked }, options);
+  return image;
+}
+
+/** What the superblock, device table and long prefix table of an image say about its layout. */
+export interface ImageHeader {
+  blockSizeBits: number;
+  rootNid: number;
+  inodeCount: number;
+  epoch: InodeTimeBase;
+  totalBlocks: number;
+  xattrBlkaddr: number;
+  longPrefixTableOffsetBytes: number;
+  anyChunked: boolean;
+}
+
+/** Writes the device table, the long prefix table and the superblock (with its checksum) into `image`. */
+export function writeImageHeader(image: Buffer, plan: ImageHeader, options: MetadataImageOptions): void {
+  const devices = options.devices ?? [];
+  const longPrefixes = options.longXattrPrefixes ?? [];
   let prefixAt = plan.longPrefixTableOffsetBytes;
   for (const prefix of longPrefixes) {
     const encoded = encodeXattrLongPrefix(prefix);
@@ -473,7 +505,7 @@ export function emitMetadataImage(plan: MetadataImagePlan, options: MetadataImag
     sb.featureCompat |= FEATURE_COMPAT.ISHARE_XATTRS;
     sb.ishareXattrPrefixId = options.ishareXattrPrefixId;
   }
-  if (anyChunked) sb.featureIncompat |= FEATURE_INCOMPAT.CHUNKED_FILE;
+  if (plan.anyChunked) sb.featureIncompat |= FEATURE_INCOMPAT.CHUNKED_FILE;
   if (devices.length > 0) {
     sb.featureIncompat |= FEATURE_INCOMPAT.DEVICE_TABLE;
     sb.extraDevices = devices.length;
@@ -488,7 +520,7 @@ export function emitMetadataImage(plan: MetadataImagePlan, options: MetadataImag
   }
   sb.blkszbits = plan.blockSizeBits;
   sb.rootNid = plan.rootNid;
-  sb.inos = BigInt(plan.inodes.length);
+  sb.inos = BigInt(plan.inodeCount);
   sb.epochSec = plan.epoch.epochSec;
   sb.fixedNsec = plan.epoch.fixedNsec;
   sb.blocks = plan.totalBlocks;
@@ -499,7 +531,6 @@ export function emitMetadataImage(plan: MetadataImagePlan, options: MetadataImag
   const range = checksumRangeBytes(plan.blockSizeBits);
   const checksum = computeSuperblockChecksum(image.subarray(range.startBytes, range.startBytes + range.lengthBytes));
   image.writeUInt32LE(checksum, SUPERBLOCK_OFFSET_BYTES + SUPERBLOCK_CHECKSUM_FIELD_OFFSET);
-  return image;
 }
 
 function encodeDirectoryOf(inode: InodePlan, plan: MetadataImagePlan, blockSizeBytes: number): Buffer {

@@ -1,6 +1,9 @@
-import type { ChunkIndex } from '../format/chunk.js';
-import { writeMetadataImage } from './metadata.js';
-import { defaultAttrs, makeDir, type DirNode } from './tree.js';
+import { chunkArrayOffsetBytes, chunkCount, encodeChunkFormat, writeChunkIndexes, type ChunkIndex } from '../format/chunk.js';
+import { CHUNK_INDEX_SIZE_BYTES, DATA_LAYOUT, FILE_TYPE, INODE_SLOT_SIZE_BYTES, NULL_ADDR } from '../format/constants.js';
+import { directorySizeBytes, encodeDirectoryKeys } from '../format/dirent.js';
+import { FormatLimitError } from '../format/errors.js';
+import { fitsCompact, ifmtOfKind, inodeSizeBytes, writeInode } from '../format/inode.js';
+import { metadataAreaLayout, placeInlineTail, writeImageHeader, type MetadataImageOptions } from './metadata.js';
 
 /**
  * Object indexes: page cache sharing on kernels without EROFS sharing (6.5+), through overlayfs
@@ -24,22 +27,127 @@ export interface ObjectEntry {
   chunks: ChunkIndex[];
 }
 
-/** The object index image of one blob. */
+/** Permissions of the object index's directories and files (what mounts of it show). */
+const DIR_PERMISSIONS = 0o755;
+const OBJECT_PERMISSIONS = 0o444;
+
+/**
+ * The object index image of one blob: the image {@link writeMetadataImage} makes of the tree
+ * `/<2 hex>/<hex>` (directories 0755, objects 0444, owner 0, mtime 0, no xattrs), byte for byte (a test
+ * compares them), written directly. The tree is fixed in shape, so its plan needs no tree, no maps
+ * keyed by node and no xattr planning: for the 36 000 objects of a 1 GB layer the general planner took
+ * about 0.5 s of the build's end, this takes a tenth of that.
+ */
 export function buildObjectIndex(blobDigest: string, blobBlocks: number, objects: readonly ObjectEntry[], blockSizeBits: number): Buffer {
-  const root = makeDir({ permissions: 0o755 });
-  // Hex digests are ASCII, so they are their own latin1 keys.
-  for (const object of objects) {
-    const prefix = object.contentSha256Hex.slice(0, 2);
-    let dir = root.children.get(prefix) as DirNode | undefined;
-    if (dir === undefined) {
-      dir = makeDir({ permissions: 0o755 });
-      root.children.set(prefix, dir);
+  const blockSizeBytes = 2 ** blockSizeBits;
+  const options: MetadataImageOptions = { blockSizeBits, devices: [{ tag: blobDigest, blocks: blobBlocks }], volumeName: 'erofs-objects', uuid: Buffer.from(blobDigest.slice(0, 32), 'hex') };
+  // Hex digests are ASCII: string order is byte order, and breadth-first order from the root is the
+  // root, the prefix directories in order, then every object in order.
+  const sorted = [...objects].sort((a, b) => (a.contentSha256Hex < b.contentSha256Hex ? -1 : a.contentSha256Hex > b.contentSha256Hex ? 1 : 0));
+  const prefixes: string[] = [];
+  /** Index in `sorted` of each prefix directory's first object, then sorted.length. */
+  const firstObject: number[] = [];
+  for (let i = 0; i < sorted.length; i++) {
+    const prefix = sorted[i]!.contentSha256Hex.slice(0, 2);
+    if (prefix !== prefixes[prefixes.length - 1]) {
+      prefixes.push(prefix);
+      firstObject.push(i);
     }
-    dir.children.set(object.contentSha256Hex, {
-      kind: 'reg',
-      ...defaultAttrs({ permissions: 0o444 }),
-      data: { kind: 'chunks', sizeBytes: object.sizeBytes, chunkBits: object.chunkBits, chunks: object.chunks },
-    });
   }
-  return writeMetadataImage(root, { blockSizeBits, devices: [{ tag: blobDigest, blocks: blobBlocks }], volumeName: 'erofs-objects', uuid: Buffer.from(blobDigest.slice(0, 32), 'hex') });
+  firstObject.push(sorted.length);
+  const dirCount = 1 + prefixes.length;
+  const epoch = { epochSec: 0n, fixedNsec: 0 };
+
+  // Directories (the root, then each prefix): names with "." and "..", size, nlink, data plan.
+  const dirNames: string[][] = [['.', '..', ...prefixes]];
+  for (let d = 0; d < prefixes.length; d++) dirNames.push(['.', '..', ...sorted.slice(firstObject[d]!, firstObject[d + 1]!).map((o) => o.contentSha256Hex)]);
+  const dirs = dirNames.map((names, d) => {
+    const sizeBytes = directorySizeBytes(
+      names.map((name) => name.length),
+      blockSizeBytes,
+    );
+    const nlink = d === 0 ? 2 + prefixes.length : 2;
+    const tailBytes = sizeBytes % blockSizeBytes;
+    return { names, sizeBytes, nlink, isExtended: !fitsCompact({ uid: 0, gid: 0, nlink, sizeBytes, mtimeSec: 0n, mtimeNsec: 0 }, epoch), fullBlocks: Math.floor(sizeBytes / blockSizeBytes), tailBytes, inlineTail: tailBytes > 0, startBlkaddr: 0, offsetBytes: 0 };
+  });
+
+  // Inode slots, in order; objects as chunk-based files whose indexes follow the inode.
+  const { longPrefixTableOffsetBytes, firstInodeOffsetBytes } = metadataAreaLayout(1, []);
+  let pos = firstInodeOffsetBytes;
+  for (const dir of dirs) {
+    const headBytes = inodeSizeBytes(dir.isExtended);
+    if (dir.inlineTail) ({ offsetBytes: pos, inlineTail: dir.inlineTail } = placeInlineTail(pos, headBytes, dir.tailBytes, blockSizeBytes));
+    dir.offsetBytes = pos;
+    pos = alignUp(pos + headBytes + (dir.inlineTail ? dir.tailBytes : 0), INODE_SLOT_SIZE_BYTES);
+  }
+  const objectOffsets = new Float64Array(sorted.length);
+  const objectExtended = new Uint8Array(sorted.length);
+  for (let i = 0; i < sorted.length; i++) {
+    const object = sorted[i]!;
+    checkObjectChunks(object, blockSizeBits);
+    const isExtended = !fitsCompact({ uid: 0, gid: 0, nlink: 1, sizeBytes: object.sizeBytes, mtimeSec: 0n, mtimeNsec: 0 }, epoch);
+    objectExtended[i] = isExtended ? 1 : 0;
+    objectOffsets[i] = pos;
+    let end = pos + inodeSizeBytes(isExtended);
+    if (object.sizeBytes > 0) end = chunkArrayOffsetBytes(end, INDEXED) + object.chunks.length * CHUNK_INDEX_SIZE_BYTES;
+    pos = alignUp(end, INODE_SLOT_SIZE_BYTES);
+  }
+  const rootNid = dirs[0]!.offsetBytes / INODE_SLOT_SIZE_BYTES;
+  if (rootNid > 0xffff) throw new FormatLimitError(`root nid ${rootNid} does not fit 16 bits`);
+  // No shared xattrs; directory blocks after the metadata, in inode order.
+  const xattrBlkaddr = Math.floor(alignUp(pos, 4) / blockSizeBytes);
+  let nextBlock = Math.ceil(alignUp(pos, 4) / blockSizeBytes);
+  for (const dir of dirs) {
+    const blocks = dir.fullBlocks + (!dir.inlineTail && dir.tailBytes > 0 ? 1 : 0);
+    if (blocks > 0) {
+      dir.startBlkaddr = nextBlock;
+      nextBlock += blocks;
+    }
+  }
+  const totalBlocks = Math.max(nextBlock, 1);
+
+  const image = Buffer.alloc(totalBlocks * blockSizeBytes);
+  const nidOfObject = (i: number) => objectOffsets[i]! / INODE_SLOT_SIZE_BYTES;
+  for (let d = 0; d < dirs.length; d++) {
+    const dir = dirs[d]!;
+    const self = dir.offsetBytes / INODE_SLOT_SIZE_BYTES;
+    const nids = [self, rootNid];
+    const types: number[] = [FILE_TYPE.DIR, FILE_TYPE.DIR];
+    if (d === 0) for (let p = 1; p < dirCount; p++) nids.push(dirs[p]!.offsetBytes / INODE_SLOT_SIZE_BYTES), types.push(FILE_TYPE.DIR);
+    else for (let i = firstObject[d - 1]!; i < firstObject[d]!; i++) nids.push(nidOfObject(i)), types.push(FILE_TYPE.REG);
+    const bytes = encodeDirectoryKeys(dir.names, nids, types, blockSizeBytes);
+    const fullBytes = dir.fullBlocks * blockSizeBytes;
+    bytes.copy(image, dir.startBlkaddr * blockSizeBytes, 0, dir.inlineTail ? fullBytes : bytes.length);
+    const iu = dir.inlineTail ? (dir.fullBlocks > 0 ? dir.startBlkaddr : NULL_ADDR) : dir.sizeBytes > 0 ? dir.startBlkaddr : 0;
+    writeInode(image, dir.offsetBytes, { isExtended: dir.isExtended, dataLayout: dir.inlineTail ? DATA_LAYOUT.FLAT_INLINE : DATA_LAYOUT.FLAT_PLAIN, xattrIcount: 0, mode: ifmtOfKind('dir') | DIR_PERMISSIONS, nlink: dir.nlink, sizeBytes: dir.sizeBytes, iu, ino: d + 1, uid: 0, gid: 0, mtimeSec: 0n, mtimeNsec: 0 });
+    if (dir.inlineTail) bytes.copy(image, dir.offsetBytes + inodeSizeBytes(dir.isExtended), fullBytes);
+  }
+  let anyChunked = false;
+  for (let i = 0; i < sorted.length; i++) {
+    const object = sorted[i]!;
+    const isExtended = objectExtended[i] === 1;
+    const at = objectOffsets[i]!;
+    const chunked = object.sizeBytes > 0;
+    anyChunked ||= chunked;
+    const iu = chunked ? encodeChunkFormat({ chunkBlkbits: object.chunkBits - blockSizeBits, hasIndexes: true }) : 0;
+    writeInode(image, at, { isExtended, dataLayout: chunked ? DATA_LAYOUT.CHUNK_BASED : DATA_LAYOUT.FLAT_PLAIN, xattrIcount: 0, mode: ifmtOfKind('reg') | OBJECT_PERMISSIONS, nlink: 1, sizeBytes: object.sizeBytes, iu, ino: dirCount + i + 1, uid: 0, gid: 0, mtimeSec: 0n, mtimeNsec: 0 });
+    if (chunked) writeChunkIndexes(image, chunkArrayOffsetBytes(at + inodeSizeBytes(isExtended), INDEXED), object.chunks);
+  }
+  writeImageHeader(image, { blockSizeBits, rootNid, inodeCount: dirCount + sorted.length, epoch, totalBlocks, xattrBlkaddr, longPrefixTableOffsetBytes, anyChunked }, options);
+  return image;
+}
+
+const INDEXED = { chunkBlkbits: 0, hasIndexes: true } as const;
+
+function alignUp(value: number, unit: number): number {
+  return Math.ceil(value / unit) * unit;
+}
+
+/** The checks the general planner makes of a chunk-based file. */
+function checkObjectChunks(object: ObjectEntry, blockSizeBits: number): void {
+  if (object.sizeBytes === 0) return;
+  if (object.chunkBits < blockSizeBits) throw new FormatLimitError(`chunk size 2^${object.chunkBits} is below the block size`);
+  const expected = chunkCount(object.sizeBytes, object.chunkBits);
+  if (object.chunks.length !== expected) throw new FormatLimitError(`file of ${object.sizeBytes} bytes needs ${expected} chunks, got ${object.chunks.length}`);
+  for (const chunk of object.chunks) if (chunk.blkaddr !== null && chunk.deviceId > 1) throw new FormatLimitError(`chunk on device ${chunk.deviceId}, but only 1 devices`);
 }
