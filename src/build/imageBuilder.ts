@@ -134,7 +134,7 @@ export class ImageBuilder {
         const objectIndex = new Promise<Buffer>((resolve, reject) => {
           this.objectIndexJobs.push(() => {
             try {
-              resolve(buildObjectIndex(blob.digest, blob.blocks, [...objects.values()], this.options.blockSizeBits));
+              resolve(buildObjectIndex(blob.digest, blob.blocks, digests.map((digest) => objects.get(digest)!), this.options.blockSizeBits));
             } catch (error) {
               reject(error as Error);
             }

@@ -93,8 +93,18 @@ export interface MetadataImagePlan {
 
 const DEVICE_TABLE_SLOTOFF = (SUPERBLOCK_OFFSET_BYTES + SUPERBLOCK_SIZE_BYTES) / DEVICE_SLOT_SIZE_BYTES;
 
-function alignUp(value: number, unit: number): number {
+export function alignUp(value: number, unit: number): number {
   return Math.ceil(value / unit) * unit;
+}
+
+/** Refuses chunk indexes the format cannot hold for a non-empty file on `deviceCount` blob devices. */
+export function checkChunkedData(data: { sizeBytes: number; chunkBits: number; chunks: readonly ChunkIndex[] }, blockSizeBits: number, deviceCount: number): void {
+  if (data.chunkBits < blockSizeBits) throw new FormatLimitError(`chunk size 2^${data.chunkBits} is below the block size`);
+  const expected = chunkCount(data.sizeBytes, data.chunkBits);
+  if (data.chunks.length !== expected) throw new FormatLimitError(`file of ${data.sizeBytes} bytes needs ${expected} chunks, got ${data.chunks.length}`);
+  for (const chunk of data.chunks) {
+    if (chunk.blkaddr !== null && chunk.deviceId > deviceCount) throw new FormatLimitError(`chunk on device ${chunk.deviceId}, but only ${deviceCount} devices`);
+  }
 }
 
 /**
@@ -389,12 +399,7 @@ function initialDataPlan(node: TreeNode, sizeBytes: number, blockSizeBits: numbe
       const data = node.data;
       if (data.kind === 'inline') return flatPlan(data.bytes, sizeBytes, blockSizeBytes);
       if (data.sizeBytes === 0) return { kind: 'none', iu: 0 };
-      if (data.chunkBits < blockSizeBits) throw new FormatLimitError(`chunk size 2^${data.chunkBits} is below the block size`);
-      const expected = chunkCount(data.sizeBytes, data.chunkBits);
-      if (data.chunks.length !== expected) throw new FormatLimitError(`file of ${data.sizeBytes} bytes needs ${expected} chunks, got ${data.chunks.length}`);
-      for (const chunk of data.chunks) {
-        if (chunk.blkaddr !== null && chunk.deviceId > deviceCount) throw new FormatLimitError(`chunk on device ${chunk.deviceId}, but only ${deviceCount} devices`);
-      }
+      checkChunkedData(data, blockSizeBits, deviceCount);
       return { kind: 'chunks', chunkBits: data.chunkBits, chunks: data.chunks };
     }
     case 'chr':

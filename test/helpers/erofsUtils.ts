@@ -1,17 +1,14 @@
-import { access } from 'node:fs/promises';
 import { join } from 'node:path';
+import { run } from './exec.js';
 
 /**
- * The bin/ directory of erofs-utils 1.9.4, which scripts/erofs-utils-reference.sh builds from Debian's
- * source (scripts/setup.sh runs it). Debian bookworm's 1.5 has no `fsck.erofs --xattr-inode-digest`
+ * The bin/ directory of erofs-utils 1.9.4, as scripts/erofs-utils-reference.sh prints it (the script
+ * owns the cache location; it builds the tools from Debian's source when they are missing, which
+ * scripts/setup.sh has already done). Debian bookworm's 1.5 has no `fsck.erofs --xattr-inode-digest`
  * and cannot read long xattr name prefixes. Missing is an error, never a skip.
  */
 export async function erofsUtils194Bin(): Promise<string> {
-  const bin = join(process.env['EROFS_UTILS_REF_DIR'] ?? '/var/tmp/mkfs-erofs-ts-erofs-utils-1.9.4', 'bin');
-  try {
-    await access(join(bin, 'fsck.erofs'));
-  } catch {
-    throw new Error(`erofs-utils 1.9.4 is not in ${bin}: run scripts/setup.sh (it builds it with scripts/erofs-utils-reference.sh)`);
-  }
-  return bin;
+  const result = await run('bash', [join(process.cwd(), 'scripts', 'erofs-utils-reference.sh')]);
+  if (result.code !== 0) throw new Error(`erofs-utils 1.9.4 is not available (scripts/erofs-utils-reference.sh exited ${result.code}):\n${result.output.trimEnd()}`);
+  return result.stdout.trim();
 }
