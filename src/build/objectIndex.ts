@@ -35,9 +35,9 @@ const OBJECT_PERMISSIONS = 0o444;
  * The object index image of one blob: the image {@link writeMetadataImage} makes of the tree
  * `/<2 hex>/<hex>` (directories 0755, objects 0444, owner 0, mtime 0, no xattrs), byte for byte (a test
  * compares them), written directly. The tree is fixed in shape, so its plan needs no tree, no maps
- * keyed by node and no xattr planning. For the 36 000 objects of a 1 GB layer the general planner took
- * 0.4-0.6 s at the end of the build, on the main thread; this takes about 0.3 s there (single
- * instrumented runs), and the build's peak memory fell by about 35 MB.
+ * keyed by node and no xattr planning. For the 36 000 objects of a 1 GB layer the build's peak memory
+ * fell from 388 to 344 MB (`bench/ab-build.sh`, 5 alternating runs); its wall time did not change
+ * beyond noise.
  */
 export function buildObjectIndex(blobDigest: string, blobBlocks: number, objects: readonly ObjectEntry[], blockSizeBits: number): Buffer {
   const blockSizeBytes = 2 ** blockSizeBits;

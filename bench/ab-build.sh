@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# A/B of two revisions of this repository on the same layer: each revision is checked out into a
+# temporary worktree (sharing this checkout's node_modules) and built; then `build LAYER --chunk-size 1M`
+# runs alternately with each (order swapped every round), warm page cache, `sync` before every run.
+# Prints the wall-time/peak-memory table, median CPU seconds, and whether both revisions wrote
+# byte-identical outputs (report paths aside): a speed change should not change the image.
+#
+# Usage: bench/ab-build.sh REV_A REV_B LAYER.tar[.gz]     (env: RUNS=5)
+#        e.g. bench/ab-build.sh HEAD~1 HEAD /var/tmp/layer.tar
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+[ $# -eq 3 ] || { echo "usage: bench/ab-build.sh REV_A REV_B LAYER.tar[.gz]" >&2; exit 2; }
+RUNS=${RUNS:-5}
+LAYER=$(realpath "$3")
+WORK=$(mktemp -d /var/tmp/erofs-ab-XXXXXX)
+cleanup() {
+  for side in a b; do git -C "$REPO" worktree remove --force "$WORK/$side" 2>/dev/null || true; done
+  git -C "$REPO" worktree prune
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+. "$REPO/bench/stats.sh"
+for side in a b; do
+  rev=$([ $side = a ] && echo "$1" || echo "$2")
+  git -C "$REPO" worktree add --detach -q "$WORK/$side" "$rev"
+  ln -s "$REPO/node_modules" "$WORK/$side/node_modules"
+  (cd "$WORK/$side" && npm run --silent build >&2)
+  echo "$side: $(git -C "$WORK/$side" log --oneline -1 | cut -c1-80)"
+done
+echo "layer: $LAYER ($(du -m "$LAYER" | cut -f1) MB); machine: $(nproc) CPUs, node $(node --version); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+run() { # SIDE -> appends "wall_s peak_kb" to $WORK/SIDE.times and "cpu_s" to $WORK/SIDE.cpu
+  rm -rf "$WORK/out-$1"; sync
+  /usr/bin/time -f '%e %M %U %S' -o "$WORK/t" node "$WORK/$1/bin/run.js" build "$LAYER" -o "$WORK/out-$1" --chunk-size 1M >/dev/null
+  cut -d' ' -f1,2 "$WORK/t" >>"$WORK/$1.times"
+  awk '{print $3 + $4}' "$WORK/t" >>"$WORK/$1.cpu"
+}
+run a; run b; rm -f "$WORK"/*.times "$WORK"/*.cpu   # warm-up
+for i in $(seq "$RUNS"); do if ((i % 2)); then run a; run b; else run b; run a; fi; done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+times_table revision "$WORK" a b
+echo "median CPU s (user+sys): a $(median <"$WORK/a.cpu"), b $(median <"$WORK/b.cpu")"
+echo "ratio b / a (median wall): $(echo "$(cut -d' ' -f1 "$WORK/b.times" | median) / $(cut -d' ' -f1 "$WORK/a.times" | median)" | bc -l | cut -c1-5)"
+different=0
+while IFS= read -r f; do
+  if [[ $f == *.report.json ]]; then
+    cmp -s <(sed "s#$WORK/out-a#OUT#g" "$WORK/out-a/$f") <(sed "s#$WORK/out-b#OUT#g" "$WORK/out-b/$f") || { echo "differs: $f"; different=1; }
+  else
+    cmp -s "$WORK/out-a/$f" "$WORK/out-b/$f" || { echo "differs: $f"; different=1; }
+  fi
+done < <(cd "$WORK/out-a" && find . -type f | sort)
+[ "$(cd "$WORK/out-a" && find . -type f | sort)" = "$(cd "$WORK/out-b" && find . -type f | sort)" ] || { echo "the file lists differ"; different=1; }
+((different)) || echo "outputs: byte-identical ($(cd "$WORK/out-a" && find . -type f | wc -l) files)"
