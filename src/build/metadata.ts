@@ -6,6 +6,7 @@ import {
   FEATURE_INCOMPAT,
   FILE_TYPE,
   INODE_SLOT_SIZE_BYTES,
+  MAX_SHARED_XATTRS_PER_INODE,
   NULL_ADDR,
   SUPERBLOCK_OFFSET_BYTES,
   SUPERBLOCK_SIZE_BYTES,
@@ -24,7 +25,7 @@ import {
   encodeXattrLongPrefix,
   filterKeyOf,
   splitXattrName,
-  xattrIbodyContentSizeBytes,
+  xattrIbodySizeBytesFor,
   xattrLongPrefixTableSizeBytes,
   type XattrEntry,
   type XattrLongPrefix,
@@ -52,34 +53,35 @@ export interface MetadataImageOptions {
   sharedXattrMinInodes?: number;
 }
 
-type DataPlan =
-  | { kind: 'none'; iu: number }
-  | { kind: 'flat'; bytes: Buffer | null; sizeBytes: number; fullBlocks: number; tailBytes: number; inlineTail: boolean; startBlkaddr: number }
-  /** Chunk indexes are encoded straight into the image when it is emitted. */
-  | { kind: 'chunks'; chunkBits: number; chunks: readonly ChunkIndex[] };
-
-/** Everything decided about one inode before any byte is written. */
-export interface InodePlan {
-  node: TreeNode;
-  nid: number;
-  ino: number;
-  offsetBytes: number;
-  isExtended: boolean;
-  nlink: number;
-  sizeBytes: number;
-  parent: InodePlan | undefined;
-  /** A directory's child names in byte order (latin1 keys, "." and ".." included). */
-  childNames: string[] | undefined;
-  sharedXattrIds: number[];
-  inlineXattrs: XattrEntry[];
-  xattrFilter: number;
-  ibodySizeBytes: number;
-  data: DataPlan;
-}
-
+/**
+ * Everything decided about the inodes before any byte is written, one typed-array slot per inode
+ * by position (breadth-first from the root): a plan of tens of thousands of inodes as a few arrays
+ * rather than objects per inode, which cost memory and garbage collection at the end of every build.
+ */
 export interface MetadataImagePlan {
   blockSizeBits: number;
-  inodes: InodePlan[];
+  /** Nodes by position. */
+  order: TreeNode[];
+  /** Position of each node in `order`. */
+  indexOf: Map<TreeNode, number>;
+  parentIndex: Int32Array;
+  /** A directory's child names in byte order (latin1 keys, "." and ".." included); undefined for others. */
+  childNames: (string[] | undefined)[];
+  offsetBytes: Float64Array;
+  sizeBytes: Float64Array;
+  nlink: Uint32Array;
+  /** {@link PLAN_EXTENDED} and {@link PLAN_INLINE_TAIL} bits. */
+  flags: Uint8Array;
+  ibodySizeBytes: Uint32Array;
+  xattrFilter: Uint32Array;
+  /** First block of a flat inode's data (directory blocks, symlink targets, inline files). */
+  startBlkaddr: Float64Array;
+  /** Inode i's xattrs are `xattrStart[i]` to `xattrStart[i + 1]` of the flat lists, in name order. */
+  xattrStart: Uint32Array;
+  xattrNameOf: NameStats[];
+  xattrValue: Buffer[];
+  /** Shared xattr id (4-byte units from xattr_blkaddr), or -1 for an xattr stored inline. */
+  xattrSharedId: Float64Array;
   rootNid: number;
   epoch: InodeTimeBase;
   longPrefixTableOffsetBytes: number;
@@ -87,8 +89,19 @@ export interface MetadataImagePlan {
   sharedXattrOffsetBytes: number;
   xattrBlkaddr: number;
   totalBlocks: number;
-  /** Position of each node in `inodes`. */
-  indexOf: Map<TreeNode, number>;
+}
+
+const PLAN_EXTENDED = 1;
+const PLAN_INLINE_TAIL = 2;
+
+/** An xattr name as stored, split once per image (a tree has few distinct names). */
+interface NameStats {
+  nameIndex: number;
+  suffix: Buffer;
+  filterBit: number;
+  /** Inodes using each value (keyed by its bytes as latin1), and the shared-area index of values that are shared. */
+  uses: Map<string, number>;
+  sharedIndex: Map<string, number>;
 }
 
 const DEVICE_TABLE_SLOTOFF = (SUPERBLOCK_OFFSET_BYTES + SUPERBLOCK_SIZE_BYTES) / DEVICE_SLOT_SIZE_BYTES;
@@ -176,20 +189,13 @@ export function planMetadataImage(root: DirNode, options: MetadataImageOptions =
   const longPrefixes = options.longXattrPrefixes ?? [];
   const sharedMin = options.sharedXattrMinInodes ?? 2;
   const { order, indexOf, refs, parentIndex, childNames } = collectInodes(root);
+  const count = order.length;
   const epoch = options.epoch ?? mostCommonMtime(order);
 
-  // Xattrs: split each distinct name once (a tree has few), then share any (name, value) used by
-  // enough inodes. Values are counted per name, keyed by their bytes as a latin1 string: this loop
-  // runs for every xattr of every inode, and one string key of name and value together (a
-  // concatenation to flatten and hash per entry) was most of the planning time.
-  interface NameStats {
-    nameIndex: number;
-    suffix: Buffer;
-    filterBit: number;
-    /** Inodes using each value, and the shared-area index of values that are shared. */
-    uses: Map<string, number>;
-    sharedIndex: Map<string, number>;
-  }
+  // Xattrs: split each distinct name once, then share any (name, value) used by enough inodes.
+  // Values are counted per name, keyed by their bytes as a latin1 string: this loop runs for every
+  // xattr of every inode, and one string key of name and value together (a concatenation to flatten
+  // and hash per entry) was most of the planning time.
   const statsOf = new Map<string, NameStats>();
   const statsFor = (name: string) => {
     let stats = statsOf.get(name);
@@ -201,131 +207,150 @@ export function planMetadataImage(root: DirNode, options: MetadataImageOptions =
     }
     return stats;
   };
-  interface PlannedXattr {
-    stats: NameStats;
-    value: Buffer;
-    valueKey: string;
-  }
-  const NO_XATTRS: PlannedXattr[] = [];
-  const entriesAt: PlannedXattr[][] = new Array(order.length);
-  for (let i = 0; i < order.length; i++) {
+  const xattrStart = new Uint32Array(count + 1);
+  const xattrNameOf: NameStats[] = [];
+  const xattrValue: Buffer[] = [];
+  /** Each xattr's value key, kept only while planning. */
+  const valueKeys: string[] = [];
+  const names: string[] = [];
+  for (let i = 0; i < count; i++) {
+    xattrStart[i] = xattrNameOf.length;
     const xattrs = order[i]!.xattrs;
-    if (xattrs.size === 0) {
-      entriesAt[i] = NO_XATTRS;
-      continue;
-    }
-    const names: string[] = [];
+    if (xattrs.size === 0) continue;
+    names.length = 0;
     for (const name of xattrs.keys()) names.push(name);
-    if (names.length > 1) names.sort();
-    const entries: PlannedXattr[] = [];
+    sortSmall(names);
     for (const name of names) {
       const stats = statsFor(name);
       const value = xattrs.get(name)!;
       const valueKey = value.toString('latin1');
       stats.uses.set(valueKey, (stats.uses.get(valueKey) ?? 0) + 1);
-      entries.push({ stats, value, valueKey });
+      xattrNameOf.push(stats);
+      xattrValue.push(value);
+      valueKeys.push(valueKey);
     }
-    entriesAt[i] = entries;
   }
+  xattrStart[count] = xattrNameOf.length;
+  const xattrSharedId = new Float64Array(xattrNameOf.length);
   const sharedXattrs: XattrEntry[] = [];
   const sharedOffsets: number[] = [];
   let sharedAreaBytes = 0;
 
-  const plans: InodePlan[] = new Array(order.length);
-  for (let i = 0; i < order.length; i++) {
+  const sizeBytes = new Float64Array(count);
+  const nlink = new Uint32Array(count);
+  const flags = new Uint8Array(count);
+  const ibodySizeBytes = new Uint32Array(count);
+  const xattrFilter = new Uint32Array(count);
+  for (let i = 0; i < count; i++) {
     const node = order[i]!;
-    const entries = entriesAt[i]!;
-    const sharedIdx: number[] = [];
-    const inline: XattrEntry[] = [];
+    let sharedCount = 0;
+    let inlineCount = 0;
+    let inlineBytes = 0;
     let present = 0;
-    for (const { stats, value, valueKey } of entries) {
+    for (let x = xattrStart[i]!; x < xattrStart[i + 1]!; x++) {
+      const stats = xattrNameOf[x]!;
+      const value = xattrValue[x]!;
+      const valueKey = valueKeys[x]!;
       present |= 1 << stats.filterBit;
-      const entry = { nameIndex: stats.nameIndex, suffix: stats.suffix, value };
-      if (stats.uses.get(valueKey)! >= sharedMin && sharedIdx.length < 255) {
+      if (stats.uses.get(valueKey)! >= sharedMin && sharedCount < MAX_SHARED_XATTRS_PER_INODE) {
         let index = stats.sharedIndex.get(valueKey);
         if (index === undefined) {
           index = sharedXattrs.length;
           stats.sharedIndex.set(valueKey, index);
-          sharedXattrs.push(entry);
+          sharedXattrs.push({ nameIndex: stats.nameIndex, suffix: stats.suffix, value });
           sharedOffsets.push(sharedAreaBytes);
           sharedAreaBytes += xattrEntrySizeBytes(stats.suffix.length, value.length);
         }
-        sharedIdx.push(index);
+        xattrSharedId[x] = index; // an index for now; turned into an id once the shared area is placed
+        sharedCount++;
       } else {
-        inline.push(entry);
+        xattrSharedId[x] = -1;
+        inlineCount++;
+        inlineBytes += xattrEntrySizeBytes(stats.suffix.length, value.length);
       }
     }
-    let nlink: number;
+    // h_name_filter: a set bit means no name hashes there (computeXattrFilter's rule).
+    xattrFilter[i] = sharedCount + inlineCount === 0 ? 0 : ~present >>> 0;
+    ibodySizeBytes[i] = xattrIbodySizeBytesFor(sharedCount, inlineCount, inlineBytes);
+    let links: number;
     if (node.kind === 'dir') {
-      nlink = 2;
-      for (const child of node.children.values()) if (child.kind === 'dir') nlink++;
+      links = 2;
+      for (const child of node.children.values()) if (child.kind === 'dir') links++;
     } else {
-      nlink = refs[i]!;
+      links = refs[i]!;
     }
-    const names = childNames[i];
-    const sizeBytes = plannedSizeBytes(node, blockSizeBytes, names);
-    plans[i] = {
-      node,
-      nid: 0,
-      ino: i + 1,
-      offsetBytes: 0,
-      isExtended: !fitsCompact({ uid: node.uid, gid: node.gid, nlink, sizeBytes, mtimeSec: node.mtimeSec, mtimeNsec: node.mtimeNsec }, epoch),
-      nlink,
-      sizeBytes,
-      parent: undefined,
-      childNames: names,
-      sharedXattrIds: sharedIdx, // indexes for now; turned into ids once the shared area is placed
-      inlineXattrs: inline,
-      // h_name_filter: a set bit means no name hashes there (computeXattrFilter's rule).
-      xattrFilter: entries.length === 0 ? 0 : ~present >>> 0,
-      ibodySizeBytes: xattrIbodyContentSizeBytes(sharedIdx.length, inline),
-      data: initialDataPlan(node, sizeBytes, blockSizeBits, devices.length),
-    };
+    nlink[i] = links;
+    const size = plannedSizeBytes(node, blockSizeBytes, childNames[i]);
+    sizeBytes[i] = size;
+    checkData(node, blockSizeBits, devices.length);
+    if (!fitsCompact({ uid: node.uid, gid: node.gid, nlink: links, sizeBytes: size, mtimeSec: node.mtimeSec, mtimeNsec: node.mtimeNsec }, epoch)) flags[i]! |= PLAN_EXTENDED;
+    if (isFlat(node) && size % blockSizeBytes > 0) flags[i]! |= PLAN_INLINE_TAIL;
   }
-  for (let i = 0; i < plans.length; i++) plans[i]!.parent = plans[parentIndex[i]!];
+  valueKeys.length = 0;
 
   // Metadata area: superblock, device table, long prefixes, then inodes (32-byte slots).
   const { longPrefixTableOffsetBytes, firstInodeOffsetBytes } = metadataAreaLayout(devices.length, longPrefixes);
+  const offsetBytes = new Float64Array(count);
   let pos = firstInodeOffsetBytes;
-  for (const plan of plans) {
-    const headBytes = inodeSizeBytes(plan.isExtended) + plan.ibodySizeBytes;
-    const data = plan.data;
-    if (data.kind === 'flat' && data.inlineTail) {
-      const placed = placeInlineTail(pos, headBytes, data.tailBytes, blockSizeBytes);
+  for (let i = 0; i < count; i++) {
+    const headBytes = inodeSizeBytes((flags[i]! & PLAN_EXTENDED) !== 0) + ibodySizeBytes[i]!;
+    const node = order[i]!;
+    let end: number;
+    if ((flags[i]! & PLAN_INLINE_TAIL) !== 0) {
+      const tailBytes = sizeBytes[i]! % blockSizeBytes;
+      const placed = placeInlineTail(pos, headBytes, tailBytes, blockSizeBytes);
       pos = placed.offsetBytes;
-      data.inlineTail = placed.inlineTail;
+      if (!placed.inlineTail) flags[i]! &= ~PLAN_INLINE_TAIL;
+      end = pos + headBytes + (placed.inlineTail ? tailBytes : 0);
+    } else if (node.kind === 'reg' && node.data.kind === 'chunks' && node.data.sizeBytes > 0) {
+      end = chunkArrayOffsetBytes(pos + headBytes, { chunkBlkbits: 0, hasIndexes: true }) + node.data.chunks.length * CHUNK_INDEX_SIZE_BYTES;
+    } else {
+      end = pos + headBytes;
     }
-    plan.offsetBytes = pos;
-    plan.nid = pos / INODE_SLOT_SIZE_BYTES;
-    let end = pos + headBytes;
-    if (data.kind === 'flat' && data.inlineTail) end += data.tailBytes;
-    if (data.kind === 'chunks') end = chunkArrayOffsetBytes(end, { chunkBlkbits: 0, hasIndexes: true }) + data.chunks.length * CHUNK_INDEX_SIZE_BYTES;
+    offsetBytes[i] = pos;
     pos = alignUp(end, INODE_SLOT_SIZE_BYTES);
   }
-  const rootNid = plans[0]!.nid;
+  const rootNid = offsetBytes[0]! / INODE_SLOT_SIZE_BYTES;
   if (rootNid > 0xffff) throw new FormatLimitError(`root nid ${rootNid} does not fit 16 bits (too many devices or prefixes)`);
 
   // Shared xattrs follow the inodes; ids count 4-byte units from xattr_blkaddr.
   const sharedXattrOffsetBytes = alignUp(pos, 4);
   const xattrBlkaddr = Math.floor(sharedXattrOffsetBytes / blockSizeBytes);
-  const sharedIds = sharedOffsets.map((offset) => (sharedXattrOffsetBytes + offset - xattrBlkaddr * blockSizeBytes) / 4);
-  for (const plan of plans) plan.sharedXattrIds = plan.sharedXattrIds.map((index) => sharedIds[index]!);
+  for (let x = 0; x < xattrSharedId.length; x++) {
+    const index = xattrSharedId[x]!;
+    if (index >= 0) xattrSharedId[x] = (sharedXattrOffsetBytes + sharedOffsets[index]! - xattrBlkaddr * blockSizeBytes) / 4;
+  }
   pos = sharedXattrOffsetBytes + sharedAreaBytes;
 
   // Data blocks (directory blocks, flat files, tails that could not be inlined) after metadata.
+  const startBlkaddr = new Float64Array(count);
   let nextBlock = Math.ceil(pos / blockSizeBytes);
-  for (const plan of plans) {
-    const data = plan.data;
-    if (data.kind !== 'flat') continue;
-    const blocks = data.fullBlocks + (!data.inlineTail && data.tailBytes > 0 ? 1 : 0);
+  for (let i = 0; i < count; i++) {
+    if (!isFlat(order[i]!)) continue;
+    const size = sizeBytes[i]!;
+    const blocks = Math.floor(size / blockSizeBytes) + ((flags[i]! & PLAN_INLINE_TAIL) === 0 && size % blockSizeBytes > 0 ? 1 : 0);
     if (blocks > 0) {
-      data.startBlkaddr = nextBlock;
+      startBlkaddr[i] = nextBlock;
       nextBlock += blocks;
     }
   }
   return {
     blockSizeBits,
-    inodes: plans,
+    order,
+    indexOf,
+    parentIndex: Int32Array.from(parentIndex),
+    childNames,
+    offsetBytes,
+    sizeBytes,
+    nlink,
+    flags,
+    ibodySizeBytes,
+    xattrFilter,
+    startBlkaddr,
+    xattrStart,
+    xattrNameOf,
+    xattrValue,
+    xattrSharedId,
     rootNid,
     epoch,
     longPrefixTableOffsetBytes,
@@ -333,8 +358,27 @@ export function planMetadataImage(root: DirNode, options: MetadataImageOptions =
     sharedXattrOffsetBytes,
     xattrBlkaddr,
     totalBlocks: Math.max(nextBlock, 1),
-    indexOf,
   };
+}
+
+/**
+ * Sorts a few strings by code unit, as `Array.prototype.sort` does by default, without the work
+ * array that sort allocates per call (an inode's xattr names: usually one to three).
+ */
+function sortSmall(names: string[]): void {
+  if (names.length > 16) {
+    names.sort();
+    return;
+  }
+  for (let i = 1; i < names.length; i++) {
+    const name = names[i]!;
+    let j = i - 1;
+    while (j >= 0 && names[j]! > name) {
+      names[j + 1] = names[j]!;
+      j--;
+    }
+    names[j + 1] = name;
+  }
 }
 
 /**
@@ -372,42 +416,18 @@ function plannedSizeBytes(node: TreeNode, blockSizeBytes: number, childNames: re
   }
 }
 
-function flatPlan(bytes: Buffer | null, sizeBytes: number, blockSizeBytes: number): DataPlan {
-  const tailBytes = sizeBytes % blockSizeBytes;
-  return {
-    kind: 'flat',
-    bytes,
-    sizeBytes,
-    fullBlocks: Math.floor(sizeBytes / blockSizeBytes),
-    tailBytes,
-    inlineTail: tailBytes > 0,
-    startBlkaddr: 0,
-  };
+/** Whether an inode's data is stored flat in the metadata image: directories, symlinks, inline files. */
+function isFlat(node: TreeNode): boolean {
+  return node.kind === 'dir' || node.kind === 'lnk' || (node.kind === 'reg' && node.data.kind === 'inline');
 }
 
-function initialDataPlan(node: TreeNode, sizeBytes: number, blockSizeBits: number, deviceCount: number): DataPlan {
+/** Refuses data the format cannot hold: symlink targets outside 1..block size - 1, bad chunk indexes. */
+function checkData(node: TreeNode, blockSizeBits: number, deviceCount: number): void {
   const blockSizeBytes = 2 ** blockSizeBits;
-  switch (node.kind) {
-    case 'dir':
-      return flatPlan(null, sizeBytes, blockSizeBytes);
-    case 'lnk':
-      if (node.target.length === 0 || node.target.length >= blockSizeBytes) {
-        throw new FormatLimitError(`symlink target of ${node.target.length} bytes (must be 1..${blockSizeBytes - 1})`);
-      }
-      return flatPlan(node.target, sizeBytes, blockSizeBytes);
-    case 'reg': {
-      const data = node.data;
-      if (data.kind === 'inline') return flatPlan(data.bytes, sizeBytes, blockSizeBytes);
-      if (data.sizeBytes === 0) return { kind: 'none', iu: 0 };
-      checkChunkedData(data, blockSizeBits, deviceCount);
-      return { kind: 'chunks', chunkBits: data.chunkBits, chunks: data.chunks };
-    }
-    case 'chr':
-    case 'blk':
-      return { kind: 'none', iu: encodeRdev(node.rdevMajor, node.rdevMinor) };
-    default:
-      return { kind: 'none', iu: 0 };
+  if (node.kind === 'lnk' && (node.target.length === 0 || node.target.length >= blockSizeBytes)) {
+    throw new FormatLimitError(`symlink target of ${node.target.length} bytes (must be 1..${blockSizeBytes - 1})`);
   }
+  if (node.kind === 'reg' && node.data.kind === 'chunks' && node.data.sizeBytes > 0) checkChunkedData(node.data, blockSizeBits, deviceCount);
 }
 
 /** Emits the planned image as one buffer (metadata only: its size grows with file count, not bytes). */
@@ -415,54 +435,71 @@ export function emitMetadataImage(plan: MetadataImagePlan, options: MetadataImag
   const blockSizeBytes = 2 ** plan.blockSizeBits;
   const image = Buffer.alloc(plan.totalBlocks * blockSizeBytes);
   let anyChunked = false;
+  const nidOf = (position: number) => plan.offsetBytes[position]! / INODE_SLOT_SIZE_BYTES;
 
-  for (const inode of plan.inodes) {
-    const node = inode.node;
-    const data = inode.data;
+  for (let i = 0; i < plan.order.length; i++) {
+    const node = plan.order[i]!;
+    const sizeBytes = plan.sizeBytes[i]!;
+    const isExtended = (plan.flags[i]! & PLAN_EXTENDED) !== 0;
     let dataLayout: number = DATA_LAYOUT.FLAT_PLAIN;
     let iu = 0;
     let tail: Buffer | undefined;
-    if (data.kind === 'none') {
-      iu = data.iu;
-    } else if (data.kind === 'chunks') {
-      anyChunked = true;
-      dataLayout = DATA_LAYOUT.CHUNK_BASED;
-      iu = encodeChunkFormat({ chunkBlkbits: data.chunkBits - plan.blockSizeBits, hasIndexes: true });
-    } else {
-      const bytes = data.bytes ?? encodeDirectoryOf(inode, plan, blockSizeBytes);
-      if (bytes.length !== data.sizeBytes) throw new Error(`internal: planned ${data.sizeBytes} bytes, encoded ${bytes.length}`);
-      const fullBytes = data.fullBlocks * blockSizeBytes;
-      bytes.copy(image, data.startBlkaddr * blockSizeBytes, 0, data.inlineTail ? fullBytes : bytes.length);
-      if (data.inlineTail) {
+    let chunks: readonly ChunkIndex[] | undefined;
+    if (node.kind === 'reg' && node.data.kind === 'chunks') {
+      if (sizeBytes > 0) {
+        anyChunked = true;
+        chunks = node.data.chunks;
+        dataLayout = DATA_LAYOUT.CHUNK_BASED;
+        iu = encodeChunkFormat({ chunkBlkbits: node.data.chunkBits - plan.blockSizeBits, hasIndexes: true });
+      }
+    } else if (isFlat(node)) {
+      const bytes = flatBytesOf(plan, i, nidOf, blockSizeBytes);
+      if (bytes.length !== sizeBytes) throw new Error(`internal: planned ${sizeBytes} bytes, encoded ${bytes.length}`);
+      const fullBlocks = Math.floor(sizeBytes / blockSizeBytes);
+      const fullBytes = fullBlocks * blockSizeBytes;
+      const startBlkaddr = plan.startBlkaddr[i]!;
+      const inlineTail = (plan.flags[i]! & PLAN_INLINE_TAIL) !== 0;
+      bytes.copy(image, startBlkaddr * blockSizeBytes, 0, inlineTail ? fullBytes : bytes.length);
+      if (inlineTail) {
         dataLayout = DATA_LAYOUT.FLAT_INLINE;
         tail = bytes.subarray(fullBytes);
-        iu = data.fullBlocks > 0 ? data.startBlkaddr : NULL_ADDR;
+        iu = fullBlocks > 0 ? startBlkaddr : NULL_ADDR;
       } else {
-        iu = data.sizeBytes > 0 ? data.startBlkaddr : 0;
+        iu = sizeBytes > 0 ? startBlkaddr : 0;
       }
+    } else if (node.kind === 'chr' || node.kind === 'blk') {
+      iu = encodeRdev(node.rdevMajor, node.rdevMinor);
     }
-    let at = inode.offsetBytes;
+    let at = plan.offsetBytes[i]!;
+    const ibodySizeBytes = plan.ibodySizeBytes[i]!;
     writeInode(image, at, {
-      isExtended: inode.isExtended,
+      isExtended,
       dataLayout,
-      xattrIcount: xattrIcountFor(inode.ibodySizeBytes),
+      xattrIcount: xattrIcountFor(ibodySizeBytes),
       mode: ifmtOfKind(node.kind) | (node.permissions & 0o7777),
-      nlink: inode.nlink,
-      sizeBytes: inode.sizeBytes,
+      nlink: plan.nlink[i]!,
+      sizeBytes,
       iu,
-      ino: inode.ino,
+      ino: i + 1,
       uid: node.uid,
       gid: node.gid,
       mtimeSec: node.mtimeSec,
       mtimeNsec: node.mtimeNsec,
     });
-    at += inodeSizeBytes(inode.isExtended);
-    if (inode.ibodySizeBytes > 0) {
-      writeXattrIbody(image, at, { nameFilter: inode.xattrFilter, sharedIds: inode.sharedXattrIds, entries: inode.inlineXattrs });
-      at += inode.ibodySizeBytes;
+    at += inodeSizeBytes(isExtended);
+    if (ibodySizeBytes > 0) {
+      const sharedIds: number[] = [];
+      const entries: XattrEntry[] = [];
+      for (let x = plan.xattrStart[i]!; x < plan.xattrStart[i + 1]!; x++) {
+        const id = plan.xattrSharedId[x]!;
+        if (id >= 0) sharedIds.push(id);
+        else entries.push({ nameIndex: plan.xattrNameOf[x]!.nameIndex, suffix: plan.xattrNameOf[x]!.suffix, value: plan.xattrValue[x]! });
+      }
+      writeXattrIbody(image, at, { nameFilter: plan.xattrFilter[i]!, sharedIds, entries });
+      at += ibodySizeBytes;
     }
     if (tail !== undefined) tail.copy(image, at);
-    if (data.kind === 'chunks') writeChunkIndexes(image, chunkArrayOffsetBytes(at, { chunkBlkbits: 0, hasIndexes: true }), data.chunks);
+    if (chunks !== undefined) writeChunkIndexes(image, chunkArrayOffsetBytes(at, { chunkBlkbits: 0, hasIndexes: true }), chunks);
   }
 
   let sharedAt = plan.sharedXattrOffsetBytes;
@@ -471,7 +508,7 @@ export function emitMetadataImage(plan: MetadataImagePlan, options: MetadataImag
     encoded.copy(image, sharedAt);
     sharedAt += encoded.length;
   }
-  writeImageHeader(image, { ...plan, inodeCount: plan.inodes.length, anyChunked }, options);
+  writeImageHeader(image, { ...plan, inodeCount: plan.order.length, anyChunked }, options);
   return image;
 }
 
@@ -538,22 +575,31 @@ export function writeImageHeader(image: Buffer, plan: ImageHeader, options: Meta
   image.writeUInt32LE(checksum, SUPERBLOCK_OFFSET_BYTES + SUPERBLOCK_CHECKSUM_FIELD_OFFSET);
 }
 
-function encodeDirectoryOf(inode: InodePlan, plan: MetadataImagePlan, blockSizeBytes: number): Buffer {
-  const node = inode.node as DirNode;
-  const names = inode.childNames!;
+/** The bytes of a flat inode: its directory blocks, symlink target or inline file data. */
+function flatBytesOf(plan: MetadataImagePlan, position: number, nidOf: (position: number) => number, blockSizeBytes: number): Buffer {
+  const node = plan.order[position]!;
+  if (node.kind === 'dir') return encodeDirectoryOf(plan, position, nidOf, blockSizeBytes);
+  if (node.kind === 'lnk') return node.target;
+  if (node.kind === 'reg' && node.data.kind === 'inline') return node.data.bytes;
+  throw new Error(`internal: inode ${position} has no flat data`);
+}
+
+function encodeDirectoryOf(plan: MetadataImagePlan, position: number, nidOf: (position: number) => number, blockSizeBytes: number): Buffer {
+  const node = plan.order[position] as DirNode;
+  const names = plan.childNames[position]!;
   const nids: number[] = new Array(names.length);
   const fileTypes: number[] = new Array(names.length);
   for (let k = 0; k < names.length; k++) {
     const key = names[k]!;
     if (key === '.') {
-      nids[k] = inode.nid;
+      nids[k] = nidOf(position);
       fileTypes[k] = FILE_TYPE.DIR;
     } else if (key === '..') {
-      nids[k] = inode.parent!.nid;
+      nids[k] = nidOf(plan.parentIndex[position]!);
       fileTypes[k] = FILE_TYPE.DIR;
     } else {
       const child = node.children.get(key)!;
-      nids[k] = plan.inodes[plan.indexOf.get(child)!]!.nid;
+      nids[k] = nidOf(plan.indexOf.get(child)!);
       fileTypes[k] = direntFileTypeOfKind(child.kind);
     }
   }

@@ -168,11 +168,16 @@ export interface XattrIbody {
 }
 
 export function xattrIbodyContentSizeBytes(sharedCount: number, entries: readonly Pick<XattrEntry, 'suffix' | 'value'>[]): number {
-  if (sharedCount === 0 && entries.length === 0) return 0;
-  let size = XATTR_IBODY_HEADER_SIZE_BYTES + 4 * sharedCount;
-  for (const entry of entries) size += xattrEntrySizeBytes(entry.suffix.length, entry.value.length);
+  let entryBytes = 0;
+  for (const entry of entries) entryBytes += xattrEntrySizeBytes(entry.suffix.length, entry.value.length);
+  return xattrIbodySizeBytesFor(sharedCount, entries.length, entryBytes);
+}
+
+/** {@link xattrIbodyContentSizeBytes} from counts: `entryBytes` is the inline entries' total {@link xattrEntrySizeBytes}. */
+export function xattrIbodySizeBytesFor(sharedCount: number, entryCount: number, entryBytes: number): number {
+  if (sharedCount === 0 && entryCount === 0) return 0;
   // icount 1 would mean a bare header, which readers refuse: a lone header is never written.
-  return Math.max(size, XATTR_IBODY_HEADER_SIZE_BYTES + 4);
+  return Math.max(XATTR_IBODY_HEADER_SIZE_BYTES + 4 * sharedCount + entryBytes, XATTR_IBODY_HEADER_SIZE_BYTES + 4);
 }
 
 export function encodeXattrIbody(ibody: XattrIbody): Buffer {
