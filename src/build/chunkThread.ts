@@ -6,7 +6,7 @@ import type { ChunkSizePolicy, ChunkStats, ReadAt, WrittenChunk } from './chunke
 import { SourceChangedError } from './errors.js';
 import type { RegularData } from './tree.js';
 import { moduleUrl } from '../paths.js';
-import { workerExecArgv } from '../util/worker.js';
+import { WORKER_RESOURCE_LIMITS, workerExecArgv } from '../util/worker.js';
 
 /**
  * The chunking of a build on a thread of its own: BLAKE3 of each chunk, the lookup in the chunk
@@ -131,7 +131,7 @@ export class ChunkThread {
   private exited = false;
 
   constructor(storeDir: string) {
-    this.worker = new Worker(moduleUrl('build/chunkWorker.js'), { workerData: { storeDir }, execArgv: workerExecArgv() });
+    this.worker = new Worker(moduleUrl('build/chunkWorker.js'), { workerData: { storeDir }, execArgv: workerExecArgv(), resourceLimits: WORKER_RESOURCE_LIMITS });
     for (let i = 1; i < BUFFERS; i++) this.free.push(new ArrayBuffer(BATCH_BYTES));
     this.batch = Buffer.from(new ArrayBuffer(BATCH_BYTES));
     this.worker.on('message', (reply: ChunkThreadReply) => this.onReply(reply));

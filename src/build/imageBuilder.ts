@@ -9,6 +9,9 @@ import { OVERLAY_METACOPY_XATTR, OVERLAY_REDIRECT_XATTR, buildObjectIndex, objec
 import { emitMetadataImage, planMetadataImage, setVolumeUuid, type MetadataImageOptions } from './metadata.js';
 import { regularSizeBytes, type DirNode, type RegNode, type RegularData, type TreeNode } from './tree.js';
 
+/** The metacopy xattr's value, shared by every file that carries it (nothing writes into it). */
+const EMPTY_VALUE = Buffer.alloc(0);
+
 export interface ImageBuilderOptions {
   blockSizeBits: number;
   chunkBits: number;
@@ -55,8 +58,11 @@ export class ImageBuilder {
   private readonly stats: ChunkStats = { chunksWritten: 0, chunksReused: 0, holeChunks: 0, bytesWritten: 0, bytesReused: 0 };
   private files = 0;
   private bytes = 0;
-  /** Content sha256 (hex) of each stored file's data, for object names and fingerprints. */
-  private readonly contentOf = new WeakMap<RegularData, { hex: string; digest: Buffer }>();
+  /**
+   * Content sha256 (hex) of each stored file's data, for object names and fingerprints. Only the
+   * hex string is kept: a digest Buffer per file besides cost about 230 bytes (its own ArrayBuffer).
+   */
+  private readonly contentOf = new WeakMap<RegularData, string>();
   /** Object digests of the blobs this build wrote (store blobs' lists are read at finish). */
   private readonly objectsOfDigest = new Map<string, Set<string>>();
   /** Blobs being made durable in the background, with their chunk lists and object indexes. */
@@ -98,7 +104,7 @@ export class ImageBuilder {
     const chunks = this.chunks;
     chunks.beginLayer(BlobWriter.temporaryPath(this.store.blobsDir), 2 ** this.options.blockSizeBits, this.options.policy, {
       deviceId: (code, blobDigest) => (code === DEVICE_CODE_CURRENT_BLOB ? currentSlot : this.slotFor(blobDigest!)),
-      contentDigest: (data, digest) => void this.contentOf.set(data, { hex: digest.toString('hex'), digest }),
+      contentDigest: (data, digest) => void this.contentOf.set(data, digest.toString('hex')),
     });
     try {
       const result = await fill((sourcePath, readAt, sizeBytes) => {
@@ -126,7 +132,7 @@ export class ImageBuilder {
         for (const data of layerFiles) {
           if (data.kind !== 'chunks') continue;
           const verdict = sharingEligibility(data.chunks, data.sizeBytes);
-          const hex = this.contentOf.get(data)!.hex;
+          const hex = this.contentOf.get(data)!;
           if (!verdict.eligible || verdict.deviceId !== currentSlot || objects.has(hex)) continue;
           objects.set(hex, { contentSha256Hex: hex, sizeBytes: data.sizeBytes, chunkBits: data.chunkBits, chunks: data.chunks.map((c) => (c.blkaddr === null ? c : { deviceId: 1, blkaddr: c.blkaddr })) });
         }
@@ -173,7 +179,7 @@ export class ImageBuilder {
     for (const node of regularNodes) {
       if (node.data.kind !== 'chunks') continue;
       const verdict = sharingEligibility(node.data.chunks, node.data.sizeBytes);
-      const hex = this.contentOf.get(node.data)?.hex;
+      const hex = this.contentOf.get(node.data);
       if (!verdict.eligible || hex === undefined) continue;
       const digest = this.slots[verdict.deviceId - 1]?.digest;
       if (digest === undefined) continue;
@@ -186,7 +192,7 @@ export class ImageBuilder {
         verdicts.set(node, 'not in the object index of its blob');
         continue;
       }
-      node.xattrs.set(OVERLAY_METACOPY_XATTR, Buffer.alloc(0));
+      node.xattrs.set(OVERLAY_METACOPY_XATTR, EMPTY_VALUE);
       node.xattrs.set(OVERLAY_REDIRECT_XATTR, Buffer.from(objectPath(hex)));
       verdicts.set(node, 'object');
     }
@@ -210,8 +216,8 @@ export class ImageBuilder {
     const regularNodes = uniqueRegularNodes(root);
     if (this.options.fingerprints) {
       for (const node of regularNodes) {
-        const content = node.data.kind === 'chunks' ? this.contentOf.get(node.data) : undefined;
-        if (content !== undefined) node.xattrs.set(...fingerprintXattr(content.digest));
+        const hex = node.data.kind === 'chunks' ? this.contentOf.get(node.data) : undefined;
+        if (hex !== undefined) node.xattrs.set(...fingerprintXattr(Buffer.from(hex, 'hex')));
       }
     }
     const objectVerdicts = await this.markObjects(regularNodes);

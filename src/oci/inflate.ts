@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
 import type { DigestAlgorithm } from './digest.js';
 import { moduleUrl } from '../paths.js';
-import { workerExecArgv } from '../util/worker.js';
+import { WORKER_RESOURCE_LIMITS, workerExecArgv } from '../util/worker.js';
 
 /**
  * Layer decompression (gzip, zstd) on a worker thread, which also hashes the compressed and the
@@ -55,7 +55,7 @@ export type InflateResponse =
  */
 export function decompressOffThread(compressed: Readable, options: InflateOptions, check?: (actual: InflateDigests) => void): Readable {
   async function* inflate(): AsyncGenerator<Buffer> {
-    const worker = new Worker(moduleUrl('oci/inflateWorker.js'), { workerData: options, execArgv: workerExecArgv() });
+    const worker = new Worker(moduleUrl('oci/inflateWorker.js'), { workerData: options, execArgv: workerExecArgv(), resourceLimits: WORKER_RESOURCE_LIMITS });
     let actual: InflateDigests = {};
     const input = compressed[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
     const output: Buffer[] = [];
