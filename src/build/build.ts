@@ -181,8 +181,10 @@ function fileNameForTag(tag: string): string {
   return name === '' ? 'image' : name;
 }
 
-async function finishImage(prepared: PreparedBuild, builder: ImageBuilder, root: DirNode, name: string, options: BuildOptions, sourceConfig?: Record<string, unknown>): Promise<BuildResult> {
+/** `lastImage`: no image of this build follows, so the chunk thread's work is done (see {@link ChunkThread.close}). */
+async function finishImage(prepared: PreparedBuild, builder: ImageBuilder, root: DirNode, name: string, options: BuildOptions & { lastImage: boolean }, sourceConfig?: Record<string, unknown>): Promise<BuildResult> {
   options.signal?.throwIfAborted();
+  if (options.lastImage) prepared.chunks.close();
   const { image, blobDigests, stats } = await builder.finish(root);
   const metadataImage = path.join(options.outputDir, `${name}.erofs`);
   await writeFileAtomically(metadataImage, image);
@@ -216,7 +218,7 @@ async function finishImage(prepared: PreparedBuild, builder: ImageBuilder, root:
 export async function buildImage(source: BuildSource, options: BuildOptions): Promise<BuildResult> {
   const prepared = await prepare(options);
   try {
-    return await buildDirectory(prepared, source.path, options.name ?? fileNameForTag(path.basename(path.resolve(source.path))), options);
+    return await buildDirectory(prepared, source.path, options.name ?? fileNameForTag(path.basename(path.resolve(source.path))), { ...options, lastImage: true });
   } finally {
     await prepared.chunks.dispose();
   }
@@ -233,7 +235,7 @@ async function withBuilder(prepared: PreparedBuild, run: (builder: ImageBuilder)
   }
 }
 
-async function buildDirectory(prepared: PreparedBuild, sourcePath: string, name: string, options: BuildOptions): Promise<BuildResult> {
+async function buildDirectory(prepared: PreparedBuild, sourcePath: string, name: string, options: BuildOptions & { lastImage: boolean }): Promise<BuildResult> {
   return withBuilder(prepared, async (builder) => {
     const root = await builder.layer((storeFile) => readDirectoryTree(sourcePath, storeFile));
     return finishImage(prepared, builder, root, name, options);
@@ -241,7 +243,7 @@ async function buildDirectory(prepared: PreparedBuild, sourcePath: string, name:
 }
 
 /** One merged tree from an image's layers, each layer's new data in its own blob. */
-async function buildOciImage(prepared: PreparedBuild, source: ImageSource, image: ImageInfo, name: string, options: BuildOptions): Promise<BuildResult> {
+async function buildOciImage(prepared: PreparedBuild, source: ImageSource, image: ImageInfo, name: string, options: BuildOptions & { lastImage: boolean }): Promise<BuildResult> {
   return withBuilder(prepared, async (builder) => {
     const root = makeDir({ mtimeSec: 0n });
     const applier = new LayerApplier(root);
@@ -292,9 +294,10 @@ async function buildAll(prepared: PreparedBuild, specs: readonly (string | Image
     names.add(name);
     return name;
   };
-  for (const spec of specs) {
+  for (const [specIndex, spec] of specs.entries()) {
+    const lastSpec = specIndex === specs.length - 1;
     if (typeof spec !== 'string') {
-      await buildSourceImages(spec);
+      await buildSourceImages(spec, lastSpec);
       continue;
     }
     const probed = await probeImageSource(spec).catch((error: NodeJS.ErrnoException) => {
@@ -305,22 +308,23 @@ async function buildAll(prepared: PreparedBuild, specs: readonly (string | Image
       const name = uniqueName(options.name ?? fileNameForTag(path.basename(path.resolve(probed.path))));
       // The same store instance for every source: its dictionary then knows the chunks each
       // earlier source of this build stored.
-      images.push(await buildDirectory(prepared, probed.path, name, options));
+      images.push(await buildDirectory(prepared, probed.path, name, { ...options, lastImage: lastSpec }));
       continue;
     }
-    await buildSourceImages(await openImageSource(spec, options.platform === undefined ? {} : { platform: options.platform }));
+    await buildSourceImages(await openImageSource(spec, options.platform === undefined ? {} : { platform: options.platform }), lastSpec);
   }
   return { store: prepared.store.dir, images, notes };
 
-  async function buildSourceImages(source: ImageSource): Promise<void> {
+  async function buildSourceImages(source: ImageSource, lastSpec: boolean): Promise<void> {
     notes.push(...source.notes);
     // Several platforms of one image share its name; the platform tells their results apart.
     const perPlatform = options.platform === 'all' && source.images.length > 1;
-    for (const image of source.images) {
+    for (const [imageIndex, image] of source.images.entries()) {
       const base = options.name !== undefined && (source.images.length === 1 || perPlatform) && specs.length === 1 ? options.name : fileNameForTag(image.name);
       const platform = image.platform;
       const wanted = perPlatform && platform !== undefined ? fileNameForTag(`${base}-${platform.os}-${platform.architecture}${platform.variant === undefined ? '' : `-${platform.variant}`}`) : base;
-      images.push(await buildOciImage(prepared, source, image, uniqueName(wanted), options));
+      const lastImage = lastSpec && imageIndex === source.images.length - 1;
+      images.push(await buildOciImage(prepared, source, image, uniqueName(wanted), { ...options, lastImage }));
     }
   }
 }

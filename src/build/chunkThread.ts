@@ -28,7 +28,7 @@ import { WORKER_RESOURCE_LIMITS, workerExecArgv } from '../util/worker.js';
  * bytes, in order, and the size and chunk size of each file whose bytes start there), then `end`.
  * The thread returns each batch buffer once its bytes are consumed, with the results of the files
  * completed so far; `layer` answers `end` with the blob; `persisted` follows when the blob is durable
- * under its name.
+ * under its name. `close` (no more layers) ends the thread once every blob is durable.
  */
 
 export type ChunkThreadRequest =
@@ -36,7 +36,9 @@ export type ChunkThreadRequest =
   /** `files`: (sizeBytes, chunkBits) pairs; `used`: bytes of `buffer` that carry file data. */
   | { type: 'batch'; buffer: ArrayBuffer; used: number; files: Float64Array }
   | { type: 'end' }
-  | { type: 'abort' };
+  | { type: 'abort' }
+  /** No more layers: the thread ends once its blobs are durable (their `persisted` replies sent). */
+  | { type: 'close' };
 
 /** An error as it crosses threads (Error objects lose their own properties on the way). */
 export interface SerializedError {
@@ -129,6 +131,7 @@ export class ChunkThread {
   private failure: Error | undefined;
   private tempPath: string | undefined;
   private exited = false;
+  private closing = false;
 
   constructor(storeDir: string) {
     this.worker = new Worker(moduleUrl('build/chunkWorker.js'), { workerData: { storeDir }, execArgv: workerExecArgv(), resourceLimits: WORKER_RESOURCE_LIMITS });
@@ -142,6 +145,8 @@ export class ChunkThread {
     });
     this.worker.on('exit', () => {
       this.exited = true;
+      // After `close` the thread ends by itself once its blobs are durable.
+      if (this.closing && this.persisting.size === 0) return;
       this.fail(new Error('internal: the chunk thread exited'));
     });
   }
@@ -153,7 +158,7 @@ export class ChunkThread {
         return;
       case 'batch':
         this.takeResults(reply);
-        this.free.push(reply.buffer);
+        if (!this.closing) this.free.push(reply.buffer);
         for (const wake of this.bufferWaiters.splice(0)) wake();
         return;
       case 'layer': {
@@ -228,6 +233,7 @@ export class ChunkThread {
   /** Starts a layer whose new chunks go into a blob created at `tempPath`. */
   beginLayer(tempPath: string, blockSizeBytes: number, policy: ChunkSizePolicy, callbacks: LayerCallbacks): void {
     if (this.failure !== undefined) throw this.failure;
+    if (this.closing) throw new Error('internal: a layer began after the chunk thread was closed');
     this.callbacks = callbacks;
     this.tempPath = tempPath;
     this.worker.postMessage({ type: 'layer', tempPath, blockSizeBytes, policy } satisfies ChunkThreadRequest);
@@ -330,6 +336,19 @@ export class ChunkThread {
     if (tempPath === undefined) return;
     // The thread removes it; when the thread died first, nothing else will.
     await rm(tempPath, { force: true });
+  }
+
+  /**
+   * No more layers will come: the thread ends as soon as every blob it wrote is durable, and the
+   * batch buffers are dropped. A build calls this before finishing its last image, which then plans
+   * and emits its metadata without the thread's memory (about 35 MB on a 1 GB layer, measured).
+   */
+  close(): void {
+    if (this.closing || this.exited) return;
+    this.closing = true;
+    this.free.length = 0;
+    this.batch = Buffer.alloc(0);
+    this.worker.postMessage({ type: 'close' } satisfies ChunkThreadRequest);
   }
 
   async dispose(): Promise<void> {

@@ -45,7 +45,7 @@ function postWithTable(reply: ChunkThreadReply, transfer: ArrayBuffer[] = []): v
 }
 
 // Work in order: layer starts, files (size, chunk bits), layer ends. File bytes queue separately.
-type WorkItem = { type: 'layer'; tempPath: string; blockSizeBytes: number; policy: ChunkSizePolicy } | { type: 'file'; sizeBytes: number; chunkBits: number } | { type: 'end' };
+type WorkItem = { type: 'layer'; tempPath: string; blockSizeBytes: number; policy: ChunkSizePolicy } | { type: 'file'; sizeBytes: number; chunkBits: number } | { type: 'end' } | { type: 'close' };
 let work: WorkItem[] = [];
 let workHead = 0;
 interface Batch {
@@ -84,6 +84,7 @@ port.on('message', (request: ChunkThreadRequest) => {
     }
     case 'layer':
     case 'end':
+    case 'close':
       work.push(request);
       break;
     case 'abort':
@@ -165,6 +166,8 @@ function dropQueuedInput(): void {
 }
 
 let layerRunning = false;
+/** Background persistence of finished blobs, until each has posted its `persisted` reply. */
+const blobsPersisting = new Set<Promise<void>>();
 
 async function runLayer(start: Extract<WorkItem, { type: 'layer' }>): Promise<void> {
   let writer: BlobWriter;
@@ -189,7 +192,7 @@ async function runLayer(start: Extract<WorkItem, { type: 'layer' }>): Promise<vo
     for (;;) {
       const item = await nextWork();
       if (item.type === 'end') break;
-      if (item.type === 'layer') throw new Error('internal: a layer started before the previous one ended');
+      if (item.type === 'layer' || item.type === 'close') throw new Error(`internal: ${item.type} before the layer ended`);
       const data = await chunker.chunkFile('', readAt, item.sizeBytes, item.chunkBits, viewNext);
       if (data.kind !== 'chunks') throw new Error('internal: chunker returned inline data');
       results.push(data.chunkBits, data.chunks.length);
@@ -208,13 +211,16 @@ async function runLayer(start: Extract<WorkItem, { type: 'layer' }>): Promise<vo
     const packed = takeResults();
     postWithTable({ type: 'layer', blob: { digest: blob.digest, blocks: blob.blocks }, written, stats: chunker.stats, ...packed });
     // Durable in the background: the next layer goes on meanwhile.
-    blob.persisted.then(
+    const persisting = blob.persisted.then(
       () => post({ type: 'persisted', digest: blob.digest }),
       async (error: unknown) => {
         await writer.abort();
         post({ type: 'persisted', digest: blob.digest, error: serializeError(error) });
       },
     );
+    blobsPersisting.add(persisting);
+    const settled = () => void blobsPersisting.delete(persisting);
+    persisting.then(settled, settled);
   } catch (error) {
     await writer.abort();
     results = [];
@@ -243,6 +249,12 @@ async function main(): Promise<void> {
     } catch {
       // An abort with nothing running was answered by the message handler.
       continue;
+    }
+    if (item.type === 'close') {
+      // Every blob's `persisted` reply goes out first; closing the port then ends the thread.
+      await Promise.allSettled(blobsPersisting);
+      port.close();
+      return;
     }
     if (item.type !== 'layer') continue;
     layerRunning = true;
