@@ -46,6 +46,9 @@ function sendBatch(): void {
 /** One piece of output; true when the output sent ahead is at its limit (the caller should wait). */
 function emit(chunk: Buffer): boolean {
   outputHash?.update(chunk);
+  // zlib's output buffers are a batch in size: one it filled whole (most of them) goes as it is,
+  // not copied into a batch of its own.
+  if (batchBytes === 0 && chunk.length === INFLATE_BATCH_BYTES && chunk.byteOffset === 0 && chunk.buffer.byteLength === chunk.length) return send(chunk);
   batch.push(chunk);
   batchBytes += chunk.length;
   if (batchBytes >= INFLATE_BATCH_BYTES) sendBatch();
@@ -65,7 +68,7 @@ function end(): void {
 
 /** gzip: zlib's stream, paused while the output sent ahead is at its limit. */
 function gzipDecoder(): { write(input: Buffer): void; end(): void } {
-  const gunzip = createGunzip({ chunkSize: 256 << 10 });
+  const gunzip = createGunzip({ chunkSize: INFLATE_BATCH_BYTES });
   gunzip.on('data', (chunk: Buffer) => {
     if (emit(chunk)) {
       gunzip.pause();
