@@ -13,8 +13,9 @@
 #
 # Usage: bench/layer-vs-mkfs.sh            (env: RUNS=5; LAYER=debian (default: the v1 tree of
 #        ../shared/tools/make-real-oci.sh, 180 MB, 9.6k entries) or LAYER=large (the same tool with
-#        numpy, scipy, pandas, gcc, g++, git and perl: about 1 GB, 41k entries, the scale of the
-#        issue's reference layer); either made on first use; or ROOTFS=any dir to pack)
+#        numpy, scipy, pandas, gcc, g++, git and perl: about 1 GB, 41k entries) or LAYER=mid (that
+#        tree without usr/include/boost: about 865 MB, 25k entries, the scale of the issue's reference
+#        layer of 744 MB and 27.7k entries); either made on first use; or ROOTFS=any dir to pack)
 # Method: warm page cache (one untimed run of each first), runs alternate, medians of wall time
 # and peak RSS from /usr/bin/time; every run's output is checked (metadata image present, blob
 # size reported; ours from the tarball must mount-equal mkfs.erofs's content, which the test suite
@@ -24,10 +25,13 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUNS=${RUNS:-5}
 case ${LAYER:-debian} in
   debian) REAL=${REAL_OCI_DIR:-/var/tmp/mkfs-erofs-ts-real-oci}; PACKAGES=() ;;
-  large) REAL=${REAL_OCI_DIR:-/var/tmp/mkfs-erofs-ts-real-oci-large}; PACKAGES=(python3 python3-numpy python3-scipy python3-pandas gcc g++ git perl) ;;
-  *) echo "LAYER must be debian or large" >&2; exit 2 ;;
+  large | mid) REAL=${REAL_OCI_DIR:-/var/tmp/mkfs-erofs-ts-real-oci-large}; PACKAGES=(python3 python3-numpy python3-scipy python3-pandas gcc g++ git perl) ;;
+  *) echo "LAYER must be debian, mid or large" >&2; exit 2 ;;
 esac
 ROOTFS=${ROOTFS:-$REAL/rootfs/v1}
+# Left out of the layer (tar) and of mkfs.erofs's build of the directory alike.
+TAR_EXCLUDES=(--exclude=./.made); MKFS_EXCLUDES=(--exclude-path=.made)
+if [ "${LAYER:-debian}" = mid ]; then TAR_EXCLUDES+=(--exclude=./usr/include/boost); MKFS_EXCLUDES+=(--exclude-path=usr/include/boost); fi
 [ -d "$ROOTFS" ] || bash "$REPO/../shared/tools/make-real-oci.sh" "$REAL" "${PACKAGES[@]}" >/dev/null
 WORK=$(mktemp -d /var/tmp/erofs-layer-bench-XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
@@ -37,7 +41,7 @@ npm run --silent build >&2   # dist/ and the CLI bundle (dist/src/cli.js) as the
 REF_BIN=$(bash "$REPO/scripts/erofs-utils-reference.sh")
 
 echo "== packing $ROOTFS as layer tarballs" >&2
-tar --xattrs --xattrs-include='*' --numeric-owner --exclude=./.made -C "$ROOTFS" -cf "$WORK/layer.tar" .
+tar --xattrs --xattrs-include='*' --numeric-owner "${TAR_EXCLUDES[@]}" -C "$ROOTFS" -cf "$WORK/layer.tar" .
 gzip -1 -c "$WORK/layer.tar" >"$WORK/layer.tar.gz"
 entries=$(tar -tf "$WORK/layer.tar" | wc -l)
 echo "layer: $(du -m "$WORK/layer.tar" | cut -f1) MB tar, $(du -m "$WORK/layer.tar.gz" | cut -f1) MB gzip, $entries entries"
@@ -53,7 +57,7 @@ run() { # NAME CMD... -> appends "wall_s peak_kb" to $WORK/NAME.times
 }
 ours_tar() { run ours-tar node bin/run.js build "$WORK/layer.tar" -o "$WORK/out" --chunk-size 1M; }
 ours_gz() { run ours-gzip node bin/run.js build "$WORK/layer.tar.gz" -o "$WORK/out" --chunk-size 1M; }
-mkfs() { run mkfs.erofs mkfs.erofs --quiet --chunksize=1048576 --blobdev="$WORK/out/blob" "$WORK/out/meta" "$ROOTFS"; }
+mkfs() { run mkfs.erofs mkfs.erofs --quiet "${MKFS_EXCLUDES[@]}" --chunksize=1048576 --blobdev="$WORK/out/blob" "$WORK/out/meta" "$ROOTFS"; }
 # The layer to an image with erofs-utils 1.5: unpack (as root, keeping owners, modes and xattrs), then mkfs.
 untar_mkfs() { # NAME TAR_FLAGS LAYER
   rm -rf "$WORK/x" && mkdir "$WORK/x" && sync   # outside the timed command
