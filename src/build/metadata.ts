@@ -287,6 +287,11 @@ export function planMetadataImage(root: DirNode, options: MetadataImageOptions =
     if (isFlat(node) && size % blockSizeBytes > 0) flags[i]! |= PLAN_INLINE_TAIL;
   }
   valueKeys.length = 0;
+  // The counts keep a string per distinct value (a fingerprint per file): not needed to emit.
+  for (const stats of statsOf.values()) {
+    stats.uses.clear();
+    stats.sharedIndex.clear();
+  }
 
   // Metadata area: superblock, device table, long prefixes, then inodes (32-byte slots).
   const { longPrefixTableOffsetBytes, firstInodeOffsetBytes } = metadataAreaLayout(devices.length, longPrefixes);
