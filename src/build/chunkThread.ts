@@ -132,6 +132,8 @@ export class ChunkThread {
   private tempPath: string | undefined;
   private exited = false;
   private closing = false;
+  /** Settles when the thread has ended (after {@link close}, once its blobs are durable). */
+  readonly ended: Promise<void>;
 
   constructor(storeDir: string) {
     this.worker = new Worker(moduleUrl('build/chunkWorker.js'), { workerData: { storeDir }, execArgv: workerExecArgv(), resourceLimits: WORKER_RESOURCE_LIMITS });
@@ -143,13 +145,16 @@ export class ChunkThread {
       this.exited = true;
       this.fail(error);
     });
-    this.worker.on('exit', () => {
-      this.exited = true;
-      // After `close` the thread ends by itself once its blobs are durable.
-      if (this.closing && this.persisting.size === 0) return;
-      this.fail(new Error('internal: the chunk thread exited'));
-    });
+    this.ended = new Promise((resolve) => this.worker.once('exit', () => resolve()));
+    this.worker.on('exit', this.onExit);
   }
+
+  private readonly onExit = (): void => {
+    this.exited = true;
+    // After `close` the thread ends by itself once its blobs are durable.
+    if (this.closing && this.persisting.size === 0) return;
+    this.fail(new Error('internal: the chunk thread exited'));
+  };
 
   private onReply(reply: ChunkThreadReply): void {
     switch (reply.type) {
@@ -353,7 +358,7 @@ export class ChunkThread {
   }
 
   async dispose(): Promise<void> {
-    this.worker.removeAllListeners('exit');
+    this.worker.off('exit', this.onExit);
     await this.worker.terminate();
   }
 }
