@@ -347,7 +347,7 @@ export class ChunkThread {
    * No more layers will come: the thread ends as soon as every blob it wrote is durable, and the
    * batch buffers are dropped. A build calls this before finishing its last image, which then plans
    * and emits its metadata without the thread's memory (its isolate, chunk dictionary and write
-   * buffer: about 35 MB at the end of a 1 GB layer).
+   * buffer; `bench/ab-build.sh` on a 1 GB layer: peak 266 → 230 MB).
    */
   close(): void {
     if (this.closing || this.exited) return;

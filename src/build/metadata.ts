@@ -30,7 +30,7 @@ import {
   type XattrEntry,
   type XattrLongPrefix,
 } from '../format/xattr.js';
-import { nameBytes, regularSizeBytes, type DirNode, type TreeNode } from './tree.js';
+import { nameBytes, regularSizeBytes, type DirNode, type RegularData, type TreeNode } from './tree.js';
 
 export interface BlobDevice {
   /** Device-table tag: the blob's sha256 hex digest by convention. */
@@ -307,10 +307,9 @@ export function planMetadataImage(root: DirNode, options: MetadataImageOptions =
       pos = placed.offsetBytes;
       if (!placed.inlineTail) flags[i]! &= ~PLAN_INLINE_TAIL;
       end = pos + headBytes + (placed.inlineTail ? tailBytes : 0);
-    } else if (node.kind === 'reg' && node.data.kind === 'chunks' && node.data.sizeBytes > 0) {
-      end = chunkArrayOffsetBytes(pos + headBytes, { chunkBlkbits: 0, hasIndexes: true }) + node.data.chunks.length * CHUNK_INDEX_SIZE_BYTES;
     } else {
-      end = pos + headBytes;
+      const chunked = chunkedDataOf(node);
+      end = chunked === undefined ? pos + headBytes : chunkArrayOffsetBytes(pos + headBytes, { chunkBlkbits: 0, hasIndexes: true }) + chunked.chunks.length * CHUNK_INDEX_SIZE_BYTES;
     }
     offsetBytes[i] = pos;
     pos = alignUp(end, INODE_SLOT_SIZE_BYTES);
@@ -426,13 +425,19 @@ function isFlat(node: TreeNode): boolean {
   return node.kind === 'dir' || node.kind === 'lnk' || (node.kind === 'reg' && node.data.kind === 'inline');
 }
 
+/** The chunk indexes of a non-empty chunk-based file (an empty one has none: its layout is flat, no data). */
+function chunkedDataOf(node: TreeNode): Extract<RegularData, { kind: 'chunks' }> | undefined {
+  return node.kind === 'reg' && node.data.kind === 'chunks' && node.data.sizeBytes > 0 ? node.data : undefined;
+}
+
 /** Refuses data the format cannot hold: symlink targets outside 1..block size - 1, bad chunk indexes. */
 function checkData(node: TreeNode, blockSizeBits: number, deviceCount: number): void {
   const blockSizeBytes = 2 ** blockSizeBits;
   if (node.kind === 'lnk' && (node.target.length === 0 || node.target.length >= blockSizeBytes)) {
     throw new FormatLimitError(`symlink target of ${node.target.length} bytes (must be 1..${blockSizeBytes - 1})`);
   }
-  if (node.kind === 'reg' && node.data.kind === 'chunks' && node.data.sizeBytes > 0) checkChunkedData(node.data, blockSizeBits, deviceCount);
+  const chunked = chunkedDataOf(node);
+  if (chunked !== undefined) checkChunkedData(chunked, blockSizeBits, deviceCount);
 }
 
 /** Emits the planned image as one buffer (metadata only: its size grows with file count, not bytes). */
@@ -449,14 +454,11 @@ export function emitMetadataImage(plan: MetadataImagePlan, options: MetadataImag
     let dataLayout: number = DATA_LAYOUT.FLAT_PLAIN;
     let iu = 0;
     let tail: Buffer | undefined;
-    let chunks: readonly ChunkIndex[] | undefined;
-    if (node.kind === 'reg' && node.data.kind === 'chunks') {
-      if (sizeBytes > 0) {
-        anyChunked = true;
-        chunks = node.data.chunks;
-        dataLayout = DATA_LAYOUT.CHUNK_BASED;
-        iu = encodeChunkFormat({ chunkBlkbits: node.data.chunkBits - plan.blockSizeBits, hasIndexes: true });
-      }
+    const chunked = chunkedDataOf(node);
+    if (chunked !== undefined) {
+      anyChunked = true;
+      dataLayout = DATA_LAYOUT.CHUNK_BASED;
+      iu = encodeChunkFormat({ chunkBlkbits: chunked.chunkBits - plan.blockSizeBits, hasIndexes: true });
     } else if (isFlat(node)) {
       const bytes = flatBytesOf(plan, i, nidOf, blockSizeBytes);
       if (bytes.length !== sizeBytes) throw new Error(`internal: planned ${sizeBytes} bytes, encoded ${bytes.length}`);
@@ -504,7 +506,7 @@ export function emitMetadataImage(plan: MetadataImagePlan, options: MetadataImag
       at += ibodySizeBytes;
     }
     if (tail !== undefined) tail.copy(image, at);
-    if (chunks !== undefined) writeChunkIndexes(image, chunkArrayOffsetBytes(at, { chunkBlkbits: 0, hasIndexes: true }), chunks);
+    if (chunked !== undefined) writeChunkIndexes(image, chunkArrayOffsetBytes(at, { chunkBlkbits: 0, hasIndexes: true }), chunked.chunks);
   }
 
   let sharedAt = plan.sharedXattrOffsetBytes;
