@@ -2,7 +2,7 @@
 # A/B of two revisions of this repository on the same layer: each revision is checked out into a
 # temporary worktree (sharing this checkout's node_modules) and built; then `build LAYER --chunk-size 1M`
 # runs alternately with each (order swapped every round), warm page cache, `sync` before every run.
-# Prints the wall-time/peak-memory table, median CPU seconds, and whether both revisions wrote
+# Prints the table of wall time, CPU time and peak memory, and whether both revisions wrote
 # byte-identical outputs (reports included: both were built at the same path): a speed change should
 # not change the image.
 #
@@ -32,19 +32,17 @@ echo "layer: $LAYER ($(du -m "$LAYER" | cut -f1) MB); machine: $(nproc) CPUs, no
 # Every run starts from the same state: no earlier output on disk (each output is checksummed, then
 # removed and synced before the next run). With the outputs left in place, the side that ran second in
 # most rounds measured 6-19% slower, whichever revision it was, even with the same revision on both sides.
-run() { # SIDE -> appends "wall_s peak_kb" to $WORK/SIDE.times and "cpu_s" to $WORK/SIDE.cpu
+run() { # SIDE -> appends "wall_s peak_kb user_s sys_s" to $WORK/SIDE.times
   rm -rf "$WORK/out"; sync
   /usr/bin/time -f '%e %M %U %S' -o "$WORK/t" node "$WORK/$1/bin/run.js" build "$LAYER" -o "$WORK/out" --chunk-size 1M >/dev/null
   (cd "$WORK/out" && find . -type f | sort | xargs sha256sum) >"$WORK/$1.sums"
   rm -rf "$WORK/out"; sync
-  cut -d' ' -f1,2 "$WORK/t" >>"$WORK/$1.times"
-  awk '{print $3 + $4}' "$WORK/t" >>"$WORK/$1.cpu"
+  cat "$WORK/t" >>"$WORK/$1.times"
 }
-run a; run b; rm -f "$WORK"/*.times "$WORK"/*.cpu   # warm-up
+run a; run b; rm -f "$WORK"/*.times   # warm-up
 for i in $(seq "$RUNS"); do if ((i % 2)); then run a; run b; else run b; run a; fi; done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 times_table revision "$WORK" a b
-echo "median CPU s (user+sys): a $(median <"$WORK/a.cpu"), b $(median <"$WORK/b.cpu")"
 echo "ratio b / a (median wall): $(echo "$(cut -d' ' -f1 "$WORK/b.times" | median) / $(cut -d' ' -f1 "$WORK/a.times" | median)" | bc -l | cut -c1-5)"
 # Reports name the output path, the same for both sides.
 if cmp -s "$WORK/a.sums" "$WORK/b.sums"; then

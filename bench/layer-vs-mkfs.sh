@@ -16,7 +16,7 @@
 #        numpy, scipy, pandas, gcc, g++, git and perl: about 1 GB, 41k entries) or LAYER=mid (that
 #        tree without usr/include/boost: about 865 MB, 25k entries, the scale of the issue's reference
 #        layer of 744 MB and 27.7k entries); either made on first use; or ROOTFS=any dir to pack)
-# Method: warm page cache (one untimed run of each first), runs alternate, medians of wall time
+# Method: warm page cache (one untimed run of each first), runs alternate, medians of wall time, CPU time
 # and peak RSS from /usr/bin/time; every run's output is checked (metadata image present, blob
 # size reported; ours from the tarball must mount-equal mkfs.erofs's content, which the test suite
 # covers, so here only fsck.erofs of a --no-fingerprints build is run once at the end).
@@ -48,10 +48,10 @@ echo "layer: $(du -m "$WORK/layer.tar" | cut -f1) MB tar, $(du -m "$WORK/layer.t
 echo "machine: $(nproc) CPUs, $(uname -r), node $(node --version), mkfs.erofs $(dpkg-query -W -f '${Version}' erofs-utils 2>/dev/null || echo '?') and $("$REF_BIN/mkfs.erofs" --version | head -1)"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-run() { # NAME CMD... -> appends "wall_s peak_kb" to $WORK/NAME.times
+run() { # NAME CMD... -> appends "wall_s peak_kb user_s sys_s" to $WORK/NAME.times
   local name=$1; shift
   rm -rf "$WORK/out"; mkdir -p "$WORK/out"; sync
-  /usr/bin/time -f '%e %M' -o "$WORK/t" "$@" >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
+  /usr/bin/time -f '%e %M %U %S' -o "$WORK/t" "$@" >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
   cat "$WORK/t" >>"$WORK/$name.times"
   compgen -G "$WORK/out/*.erofs" >/dev/null || [ -s "$WORK/out/meta" ] || [ -s "$WORK/out/blob" ] || { echo "$name: no output" >&2; exit 1; }
 }
