@@ -68,9 +68,12 @@ export class ImageBuilder {
   /** Blobs being made durable in the background, with their chunk lists and object indexes. */
   private readonly persisting: Promise<void>[] = [];
   /**
-   * Object indexes of finished layers, built when the image's metadata is done: on this thread then,
-   * warm from planning the image. A thread of their own cost more (its start-up, and planning at
-   * the same time as the image took both cores from the image) than building them after it.
+   * Object indexes of finished layers, built on this thread when the image is finished, before its
+   * metadata is planned: the store then writes and syncs them (and the blobs' chunk lists) while the
+   * image is planned and emitted, rather than after it, and the image's planning runs warm from
+   * theirs. A thread of their own cost more (its start-up, and planning at the same time as the
+   * image took both cores from the image) than building them here; while later layers stream they
+   * would take the main thread from them.
    */
   private readonly objectIndexJobs: (() => void)[] = [];
 
@@ -199,13 +202,18 @@ export class ImageBuilder {
     return verdicts;
   }
 
+  /** Builds the object indexes still waiting; the store writes each in the background (see {@link persisting}). */
+  private buildObjectIndexes(): void {
+    for (const job of this.objectIndexJobs.splice(0)) job();
+  }
+
   /**
    * Waits until every blob this build wrote is in the store under its name with its chunk list and
    * object index. `rethrow` false (a build that failed anyway): waits without raising, so nothing
    * is still being written when the caller cleans up.
    */
   async settle(rethrow = false): Promise<void> {
-    for (const job of this.objectIndexJobs.splice(0)) job();
+    this.buildObjectIndexes();
     const results = await Promise.allSettled(this.persisting.splice(0));
     const failed = results.find((result) => result.status === 'rejected');
     if (rethrow && failed !== undefined) throw (failed as PromiseRejectedResult).reason;
@@ -249,6 +257,7 @@ export class ImageBuilder {
       blockSizeBits,
       devices: blobDigests.map((digest) => ({ tag: digest, blocks: blocksOf(digest) })),
     };
+    this.buildObjectIndexes();
     const plan = planMetadataImage(root, base);
     // A volume UUID derived from the image's own bytes: the same input gives the same image.
     const image = emitMetadataImage(plan, base);
