@@ -27,10 +27,18 @@ declare -A PACKAGE_OF=(
   # node-gyp builds the native addons (fs-xattr, and zstd-napi when no prebuilt binary fits)
   [make]=make [g++]=g++
 )
+# header or library the native addons build against -> Debian package that provides it
+declare -A PACKAGE_OF_FILE=(
+  # native/isal-gunzip: ISA-L's igzip inflates gzip layers (src/oci/gunzip.ts says why)
+  [/usr/include/isa-l/igzip_lib.h]=libisal-dev
+)
 missing=()
 for cmd in "${!PACKAGE_OF[@]}"; do
   # sbin tools are not on every non-root PATH
   PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || missing+=("${PACKAGE_OF[$cmd]}")
+done
+for file in "${!PACKAGE_OF_FILE[@]}"; do
+  [[ -e $file ]] || missing+=("${PACKAGE_OF_FILE[$file]}")
 done
 if ((${#missing[@]} > 0)); then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
@@ -65,6 +73,15 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   fi
   printf '%s\n' "$want" >"$stamp"
 fi
+# The addons are optional dependencies (the build falls back to zlib and page-cache writes without
+# them), so npm does not fail when one does not build: here, where the tests expect them, it must.
+for addon in isal-gunzip direct-write; do
+  node -e "require('@mkfs-erofs-ts/$addon')" 2>/dev/null || {
+    say "building native/$addon"
+    npm rebuild "@mkfs-erofs-ts/$addon" --loglevel=error >/dev/null 2>&1 || true
+    node -e "require('@mkfs-erofs-ts/$addon')" || die "native/$addon did not build (see: npm rebuild @mkfs-erofs-ts/$addon)"
+  }
+done
 
 # erofs-utils 1.9.4, built from Debian's source once and cached: its fsck.erofs checks fingerprints
 # (`--xattr-inode-digest`), which bookworm's 1.5 cannot (test/build/fingerprint.test.ts).

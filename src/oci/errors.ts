@@ -113,6 +113,18 @@ export class InvalidLayerError extends Error {
   }
 }
 
+/** An environment variable this module reads has a value it cannot use. */
+export class InvalidSettingError extends Error {
+  readonly code = 'ERR_INVALID_SETTING';
+  constructor(
+    readonly setting: string,
+    readonly problem: string,
+  ) {
+    super(`${setting}: ${problem}`);
+    this.name = 'InvalidSettingError';
+  }
+}
+
 /** Raised by the tar header codec; readers turn it into one of the errors above with their context. */
 export class TarFormatError extends Error {
   readonly code = 'ERR_TAR_FORMAT';
@@ -136,7 +148,8 @@ export function isOciError(error: unknown): error is Error & { code: string } {
     error instanceof SizeMismatchError ||
     error instanceof UnsupportedMediaTypeError ||
     error instanceof InvalidLayerError ||
-    error instanceof TarFormatError
+    error instanceof TarFormatError ||
+    error instanceof InvalidSettingError
   );
 }
 
@@ -150,6 +163,7 @@ export const OCI_ERROR_CODES: readonly string[] = [
   'ERR_UNSUPPORTED_MEDIA_TYPE',
   'ERR_INVALID_LAYER',
   'ERR_TAR_FORMAT',
+  'ERR_INVALID_SETTING',
 ];
 
 /** A byte-string name (latin1, one char per byte) shown as UTF-8 in quotes, for messages. */

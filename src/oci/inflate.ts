@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
 import type { DigestAlgorithm } from './digest.js';
+import type { GunzipDecoder } from './gunzip.js';
 import { moduleUrl } from '../paths.js';
 import { WORKER_RESOURCE_LIMITS, workerExecArgv } from '../util/worker.js';
 
@@ -24,12 +25,16 @@ const INPUT_AHEAD_PIECES = 2;
 /** What the worker decompresses, and the digests it computes on the way: of the bytes it is given and of those it produces. */
 export interface InflateOptions {
   compression: 'gzip' | 'zstd';
+  /** Which library inflates gzip (see {@link gunzipDecoder}). */
+  gunzip?: GunzipDecoder;
   input?: DigestAlgorithm;
   output?: DigestAlgorithm;
 }
 
 /** Error code of the worker's zstd errors (their message says what is wrong with the stream). */
 export const ZSTD_ERROR_CODE = 'ERR_ZSTD_STREAM';
+/** Error code of the worker's errors for gzip inflated by ISA-L (zlib's carry zlib's codes). */
+export const GZIP_ERROR_CODE = 'ERR_GZIP_STREAM';
 /** `algorithm:hex` of what was hashed, reported at the end. */
 export interface InflateDigests {
   input?: string;

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
 import { createGunzip } from 'node:zlib';
-import { INFLATE_AHEAD_BYTES, INFLATE_BATCH_BYTES, ZSTD_ERROR_CODE, type InflateOptions, type InflateRequest, type InflateResponse } from './inflate.js';
+import { isalGunzip } from './gunzip.js';
+import { GZIP_ERROR_CODE, INFLATE_AHEAD_BYTES, INFLATE_BATCH_BYTES, ZSTD_ERROR_CODE, type InflateOptions, type InflateRequest, type InflateResponse } from './inflate.js';
 import { zstdBinding } from './zstd.js';
 
 /**
@@ -66,7 +67,7 @@ function end(): void {
   });
 }
 
-/** gzip: zlib's stream, paused while the output sent ahead is at its limit. */
+/** gzip with Node's zlib (when the ISA-L addon is not built, or MKFS_EROFS_TS_GUNZIP=zlib): its stream, paused while the output sent ahead is at its limit. */
 function gzipDecoder(): { write(input: Buffer): void; end(): void } {
   const gunzip = createGunzip({ chunkSize: INFLATE_BATCH_BYTES });
   gunzip.on('data', (chunk: Buffer) => {
@@ -85,28 +86,134 @@ function gzipDecoder(): { write(input: Buffer): void; end(): void } {
 }
 
 /**
+ * Pieces of input handed from the message handler to an async decoder loop; null marks the end.
+ * `next` waits for the next one.
+ */
+function inputQueue(): { push(piece: Buffer | null): void; next(): Promise<Buffer | null> } {
+  const pieces: (Buffer | null)[] = [];
+  let wake: (() => void) | undefined;
+  return {
+    push(piece) {
+      pieces.push(piece);
+      wake?.();
+      wake = undefined;
+    },
+    async next() {
+      while (pieces.length === 0) await new Promise<void>((resolve) => (wake = resolve));
+      return pieces.shift()!;
+    },
+  };
+}
+
+/** Output written straight into the batch buffer that is then sent: no piece per call to copy and drop. */
+class BatchOutput {
+  buffer = Buffer.allocUnsafeSlow(INFLATE_BATCH_BYTES);
+  filled = 0;
+
+  /** Takes `produced` bytes written at `filled`; when the buffer is full, sends it and waits while the output sent ahead is at its limit. */
+  async took(produced: number): Promise<void> {
+    if (produced > 0) {
+      outputHash?.update(this.buffer.subarray(this.filled, this.filled + produced));
+      this.filled += produced;
+    }
+    if (this.filled < this.buffer.length) return;
+    const full = send(this.buffer);
+    this.buffer = Buffer.allocUnsafeSlow(INFLATE_BATCH_BYTES);
+    this.filled = 0;
+    if (full) await new Promise<void>((resolve) => (onRoom = resolve));
+  }
+
+  flush(): void {
+    if (this.filled > 0) send(this.buffer.subarray(0, this.filled));
+  }
+}
+
+/**
+ * gzip with ISA-L's igzip (src/oci/gunzip.ts says why), driven like zstd below: one synchronous call
+ * per piece of input or batch of output. Accepts what zlib accepts: members one after another, and
+ * zero bytes after a member, which end the stream (tar writers pad with zeros); anything else after
+ * a member must be a member. Errors say "corrupt" or "truncated" as layerStream's messages for zlib.
+ */
+/** Offset of a gzip member's FLG byte, and its bits RFC 1952 reserves (they must be zero). */
+const GZIP_FLAGS_OFFSET = 3;
+const GZIP_RESERVED_FLAGS = 0xe0;
+
+function isalDecoder(): { write(input: Buffer): void; end(): void } {
+  const isal = isalGunzip()!;
+  const state = isal.create();
+  const result = new Uint32Array(3);
+  const queue = inputQueue();
+  const fail = (message: string) => post({ type: 'error', code: GZIP_ERROR_CODE, message });
+  void (async () => {
+    const out = new BatchOutput();
+    let sawInput = false;
+    // The last call ended a member; the next byte starts another, or zero padding.
+    let memberEnded = false;
+    let padded = false;
+    // Bytes of the current member consumed, up to its flags byte: igzip ignores the reserved flags,
+    // which zlib (and RFC 1952) refuse.
+    let memberBytes = 0;
+    for (;;) {
+      const piece = await queue.next();
+      if (piece === null) break;
+      if (piece.length > 0) sawInput = true;
+      let input = padded ? piece.subarray(piece.length) : piece;
+      for (;;) {
+        if (memberEnded) {
+          if (input.length === 0) break;
+          if (input[0] === 0) {
+            padded = true;
+            break;
+          }
+          isal.reset(state);
+          memberEnded = false;
+          memberBytes = 0;
+        }
+        if (memberBytes <= GZIP_FLAGS_OFFSET && memberBytes + input.length > GZIP_FLAGS_OFFSET && (input[GZIP_FLAGS_OFFSET - memberBytes]! & GZIP_RESERVED_FLAGS) !== 0) {
+          return fail('corrupt gzip stream (reserved header flags set)');
+        }
+        const room = out.buffer.length - out.filled;
+        try {
+          isal.inflate(state, input, out.buffer, out.filled, result);
+        } catch (error) {
+          return fail(`corrupt gzip stream (${(error as Error).message})`);
+        }
+        const consumed = result[0]!;
+        const produced = result[1]!;
+        memberEnded = result[2] === 1;
+        input = input.subarray(consumed);
+        if (memberBytes <= GZIP_FLAGS_OFFSET) memberBytes += consumed;
+        await out.took(produced);
+        // Done with this piece once it is consumed and igzip had room to flush what it holds.
+        if (!memberEnded && input.length === 0 && produced < room) break;
+        if (consumed === 0 && produced === 0 && !memberEnded) return fail('corrupt gzip stream (no progress)');
+      }
+      post({ type: 'need' });
+    }
+    out.flush();
+    if (!sawInput) return fail('truncated gzip stream (empty)');
+    if (!memberEnded && !padded) return fail('truncated gzip stream (unexpected end of file)');
+    end();
+  })();
+  return { write: (input) => queue.push(input), end: () => queue.push(null) };
+}
+
+/**
  * zstd: zstd-napi's context driven by hand, one output buffer at a time (zstd expands a piece of
  * zeros to gigabytes, so output is produced only while there is room for it).
  */
 function zstdDecoder(): { write(input: Buffer): void; end(): void } {
   const zstd = zstdBinding();
   const context = new zstd.DCtx();
-  const pieces: (Buffer | null)[] = [];
-  let wake: (() => void) | undefined;
-  const next = async (): Promise<Buffer | null> => {
-    while (pieces.length === 0) await new Promise<void>((resolve) => (wake = resolve));
-    return pieces.shift()!;
-  };
+  const queue = inputQueue();
   const fail = (message: string) => post({ type: 'error', code: ZSTD_ERROR_CODE, message });
   void (async () => {
+    const out = new BatchOutput();
     let sawInput = false;
     // Nonzero while a frame is unfinished: input ending then means the stream was cut short.
     let hint = 0;
-    // Output goes straight into the batch buffer that is then sent: no piece per call to copy and drop.
-    let out = Buffer.allocUnsafeSlow(INFLATE_BATCH_BYTES);
-    let filled = 0;
     for (;;) {
-      const piece = await next();
+      const piece = await queue.next();
       if (piece === null) break;
       if (piece.length === 0) {
         post({ type: 'need' });
@@ -115,45 +222,30 @@ function zstdDecoder(): { write(input: Buffer): void; end(): void } {
       sawInput = true;
       let input = piece;
       for (;;) {
-        const room = out.length - filled;
+        const room = out.buffer.length - out.filled;
         let produced: number;
         let consumed: number;
         try {
-          [hint, produced, consumed] = context.decompressStream(out.subarray(filled), input);
+          [hint, produced, consumed] = context.decompressStream(out.buffer.subarray(out.filled), input);
         } catch (error) {
-          fail(`corrupt zstd stream (${(error as Error).message})`);
-          return;
+          return fail(`corrupt zstd stream (${(error as Error).message})`);
         }
         input = input.subarray(consumed);
-        if (produced > 0) {
-          outputHash?.update(out.subarray(filled, filled + produced));
-          filled += produced;
-        }
-        if (filled === out.length) {
-          const full = send(out);
-          out = Buffer.allocUnsafeSlow(INFLATE_BATCH_BYTES);
-          filled = 0;
-          if (full) await new Promise<void>((resolve) => (onRoom = resolve));
-        }
+        await out.took(produced);
         // Done with this piece once it is consumed and zstd had room to flush everything it holds.
         if (input.length === 0 && (produced < room || hint === 0)) break;
       }
       post({ type: 'need' });
     }
-    if (filled > 0) send(out.subarray(0, filled));
+    out.flush();
     if (!sawInput) return fail('empty zstd stream (no frame)');
     if (hint !== 0) return fail('truncated zstd stream (ends inside a frame)');
     end();
   })();
-  const push = (piece: Buffer | null) => {
-    pieces.push(piece);
-    wake?.();
-    wake = undefined;
-  };
-  return { write: push, end: () => push(null) };
+  return { write: (input) => queue.push(input), end: () => queue.push(null) };
 }
 
-const decoder = options.compression === 'zstd' ? zstdDecoder() : gzipDecoder();
+const decoder = options.compression === 'zstd' ? zstdDecoder() : options.gunzip === 'isal' ? isalDecoder() : gzipDecoder();
 
 port.on('message', (message: InflateRequest) => {
   switch (message.type) {

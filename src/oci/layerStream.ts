@@ -1,6 +1,7 @@
 import { Readable, pipeline } from 'node:stream';
 import { DigestCheck, type ParsedDigest } from './digest.js';
-import { decompressOffThread, ZSTD_ERROR_CODE } from './inflate.js';
+import { gunzipDecoder } from './gunzip.js';
+import { decompressOffThread, GZIP_ERROR_CODE, ZSTD_ERROR_CODE } from './inflate.js';
 import { DigestMismatchError, InvalidLayerError, isOciError } from './errors.js';
 import type { Compression } from './mediaTypes.js';
 
@@ -21,11 +22,11 @@ export interface LayerLocation {
 /** How far the returned stream reads ahead of its consumer. */
 const READ_AHEAD_BYTES = 512 * 1024;
 
-/** zlib's errors carry codes like Z_DATA_ERROR, zstd's {@link ZSTD_ERROR_CODE}; say which layer, and which stream. */
+/** zlib's errors carry codes like Z_DATA_ERROR, igzip's {@link GZIP_ERROR_CODE}, zstd's {@link ZSTD_ERROR_CODE}; say which layer, and which stream. */
 function translate(error: unknown, subject: string): unknown {
   if (isOciError(error)) return error;
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
-  if (code === ZSTD_ERROR_CODE) return new InvalidLayerError(subject, (error as Error).message);
+  if (code === ZSTD_ERROR_CODE || code === GZIP_ERROR_CODE) return new InvalidLayerError(subject, (error as Error).message);
   if (typeof code === 'string' && code.startsWith('Z_')) {
     const problem = code === 'Z_BUF_ERROR' ? 'truncated gzip stream (unexpected end of file)' : `corrupt gzip stream (${(error as Error).message})`;
     return new InvalidLayerError(subject, problem);
@@ -61,7 +62,7 @@ export function openLayerStream(location: LayerLocation): Readable {
   if (compressed) {
     // Decompressed on a worker thread (see inflate.ts), after the size check; it also hashes the
     // stored bytes and the tar, and the digests are compared before the stream ends.
-    tar = decompressOffThread(tar, { compression, input: digest?.algorithm, output: diffId?.algorithm }, (actual) => {
+    tar = decompressOffThread(tar, { compression, ...(compression === 'gzip' ? { gunzip: gunzipDecoder() } : {}), input: digest?.algorithm, output: diffId?.algorithm }, (actual) => {
       if (digest !== undefined && actual.input !== digest.text) throw new DigestMismatchError(subject, 'digest', digest.text, actual.input ?? '(none)');
       if (diffId !== undefined && actual.output !== diffId.text) throw new DigestMismatchError(subject, 'diff_id', diffId.text, actual.output ?? '(none)');
     });
