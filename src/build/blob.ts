@@ -1,12 +1,17 @@
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { closeSync, fdatasync, fsync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import path from 'node:path';
+import type * as DirectWriteModule from '@mkfs-erofs-ts/direct-write';
+import type { DirectWriter } from '@mkfs-erofs-ts/direct-write';
+
+type DirectWriteBinding = typeof DirectWriteModule;
 
 const fsyncAsync = promisify(fsync);
 const fdatasyncAsync = promisify(fdatasync);
-const WRITE_BUFFER_BYTES = 4 << 20;
+const WRITE_BUFFER_BYTES = 1 << 20;
 /**
  * After this many bytes written, a data sync starts in the background (libuv's thread pool): the
  * disk then writes the blob while it is being made, and the fsync that ends it waits only for the
@@ -16,13 +21,40 @@ const WRITE_BUFFER_BYTES = 4 << 20;
 const WRITEBACK_BYTES = 32 << 20;
 
 /**
+ * Memory, length and file position of every write a {@link BlobWriter} passes to the file: the
+ * direct-I/O alignment (blob blocks are whole pages, so chunks start on it).
+ */
+const WRITE_ALIGNMENT_BYTES = 4096;
+/** Writes queued to the direct writer's thread at once: one on the disk, one waiting (the window is being filled meanwhile). */
+const DIRECT_SLOTS = 2;
+
+let directWriteBinding: DirectWriteBinding | null | undefined;
+
+/** The direct-write addon (native/direct-write), or null when it is not built (an optional dependency). */
+function directWrite(): DirectWriteBinding | null {
+  if (directWriteBinding === undefined) {
+    try {
+      directWriteBinding = createRequire(import.meta.url)('@mkfs-erofs-ts/direct-write') as DirectWriteBinding;
+    } catch {
+      directWriteBinding = null;
+    }
+  }
+  return directWriteBinding;
+}
+
+/**
  * A blob device being written: block-aligned chunks appended to a temporary file, which becomes
  * `blobs/sha256/<digest>` only when complete. Chunks are written tentatively and may be taken back
  * (a duplicate found after streaming it), so data never has to be held in memory.
  *
- * Writes are synchronous on purpose: a build handles one chunk at a time, and a round trip through
- * libuv's thread pool per write cost more than the write itself (profiled: the main thread sat idle
- * 42% of the time with asynchronous I/O).
+ * Bytes gather in a window of a few MiB, which goes to the file in aligned pieces:
+ * - with the direct-write addon (the default), as O_DIRECT writes on its own thread: the blob is
+ *   fsynced before it is named anyway, and copying it into the page cache first cost more CPU than
+ *   anything else the writing thread did (BENCHMARKS.md, ninth session);
+ * - without it, or where the file system refuses direct I/O, as synchronous writes through the page
+ *   cache with data syncs started in the background. Synchronous on purpose: a round trip through
+ *   libuv's thread pool per write cost more than the write (the main thread sat idle 42% of the
+ *   time with asynchronous I/O).
  */
 export class BlobWriter {
   private endBytes = 0;
@@ -30,7 +62,10 @@ export class BlobWriter {
   private digestValid = true;
   private closed = false;
   private persisting: Promise<void> | undefined;
-  /** Written bytes not yet passed to the file: they belong at `pendingStartBytes`. */
+  /**
+   * Written bytes not yet passed to the file: they belong at `pendingStartBytes`, which is aligned.
+   * Only the aligned part leaves when the window is flushed; the rest moves to its front.
+   */
   private readonly pending = Buffer.allocUnsafe(WRITE_BUFFER_BYTES);
   private pendingStartBytes = 0;
   private pendingBytes = 0;
@@ -46,6 +81,8 @@ export class BlobWriter {
     readonly tempPath: string,
     readonly blobsDir: string,
     readonly blockSizeBytes: number,
+    /** The direct writer's thread, when the addon is built (O_DIRECT, or the page cache where refused). */
+    private readonly direct: { binding: DirectWriteBinding; writer: DirectWriter } | undefined,
   ) {}
 
   /** A name for a new temporary blob inside `blobsDir` (the store's `blobs/sha256`). */
@@ -57,8 +94,18 @@ export class BlobWriter {
   static async create(tempPath: string, blockSizeBytes: number): Promise<BlobWriter> {
     const blobsDir = path.dirname(tempPath);
     await mkdir(blobsDir, { recursive: true });
+    if (blockSizeBytes % WRITE_ALIGNMENT_BYTES !== 0) throw new RangeError(`blob block size ${blockSizeBytes} is not a multiple of ${WRITE_ALIGNMENT_BYTES}`);
     const fd = openSync(tempPath, 'wx+');
-    return new BlobWriter(fd, tempPath, blobsDir, blockSizeBytes);
+    const binding = directWrite();
+    let direct: { binding: DirectWriteBinding; writer: DirectWriter } | undefined;
+    try {
+      if (binding !== null) direct = { binding, writer: binding.open(fd, WRITE_BUFFER_BYTES, DIRECT_SLOTS).writer };
+    } catch (error) {
+      closeSync(fd);
+      await rm(tempPath, { force: true });
+      throw error;
+    }
+    return new BlobWriter(fd, tempPath, blobsDir, blockSizeBytes, direct);
   }
 
   /**
@@ -78,26 +125,44 @@ export class BlobWriter {
    * Writes bytes at `positionBytes` (≥ the committed end) without committing them. The running
    * digest only follows writes that extend the committed end in order.
    *
-   * Writes go through a buffer of a few MiB: a layer of small files makes thousands of chunk
-   * writes, and one system call per chunk cost more than the copy. A write behind the buffered
-   * end replaces what follows it (a chunk written tentatively and taken back is overwritten).
+   * Writes go through the window: a layer of small files makes thousands of chunk writes, and one
+   * system call per chunk cost more than the copy. A write behind the window's end replaces what
+   * follows it (a chunk written tentatively and taken back is overwritten); one before the window
+   * starts a new window there, which is the committed end (a block boundary), so it is aligned.
    */
   writeAt(bytes: Uint8Array, positionBytes: number): void {
-    const pendingEnd = this.pendingStartBytes + this.pendingBytes;
-    if (positionBytes >= this.pendingStartBytes && positionBytes <= pendingEnd && positionBytes + bytes.length <= this.pendingStartBytes + this.pending.length) {
-      this.pending.set(bytes, positionBytes - this.pendingStartBytes);
-      this.pendingBytes = positionBytes - this.pendingStartBytes + bytes.length;
-      return;
+    let rest = bytes;
+    let position = positionBytes;
+    for (;;) {
+      if (position < this.pendingStartBytes || position > this.pendingStartBytes + this.pendingBytes) {
+        this.flushPending();
+        if (position < this.pendingStartBytes || position > this.pendingStartBytes + this.pendingBytes) {
+          if (position % WRITE_ALIGNMENT_BYTES !== 0) throw new RangeError(`blob write at ${position}: not at the window nor at an aligned position`);
+          this.pendingStartBytes = position;
+          this.pendingBytes = 0;
+        }
+      }
+      const at = position - this.pendingStartBytes;
+      const taken = Math.min(rest.length, this.pending.length - at);
+      this.pending.set(taken === rest.length ? rest : rest.subarray(0, taken), at);
+      this.pendingBytes = at + taken;
+      if (taken === rest.length) return;
+      this.flushPending();
+      rest = rest.subarray(taken);
+      position += taken;
     }
-    this.flushPending();
-    if (bytes.length >= this.pending.length) {
-      this.writeFully(bytes, positionBytes);
-      this.pendingStartBytes = positionBytes + bytes.length;
-      return;
-    }
-    this.pendingStartBytes = positionBytes;
-    this.pending.set(bytes, 0);
-    this.pendingBytes = bytes.length;
+  }
+
+  /** Passes the window's aligned part to the file; the unaligned rest moves to the window's front. */
+  private flushPending(): void {
+    const aligned = this.pendingBytes - (this.pendingBytes % WRITE_ALIGNMENT_BYTES);
+    if (aligned === 0) return;
+    const bytes = this.pending.subarray(0, aligned);
+    if (this.direct !== undefined) this.direct.binding.submit(this.direct.writer, bytes, this.pendingStartBytes);
+    else this.writeFully(bytes, this.pendingStartBytes);
+    this.pending.copyWithin(0, aligned, this.pendingBytes);
+    this.pendingStartBytes += aligned;
+    this.pendingBytes -= aligned;
   }
 
   private writeFully(bytes: Uint8Array, positionBytes: number): void {
@@ -114,14 +179,6 @@ export class BlobWriter {
         () => void (this.writeback = undefined),
       );
     }
-  }
-
-  /** Writes out what is buffered (before reading the file back or finishing it). */
-  private flushPending(): void {
-    if (this.pendingBytes === 0) return;
-    this.writeFully(this.pending.subarray(0, this.pendingBytes), this.pendingStartBytes);
-    this.pendingStartBytes += this.pendingBytes;
-    this.pendingBytes = 0;
   }
 
   /**
@@ -157,7 +214,13 @@ export class BlobWriter {
    * `persisted` before anything refers to the blob by name; until then `abort` still removes it.
    */
   async finish(): Promise<{ path: string; digest: string; sizeBytes: number; blocks: number; persisted: Promise<void> }> {
+    // The committed end is a block boundary: the window's aligned part holds everything up to it.
     this.flushPending();
+    if (this.direct !== undefined) {
+      // Out of O_DIRECT: the digest may have to be read back through this descriptor.
+      this.direct.binding.drain(this.direct.writer, true);
+      this.direct.binding.close(this.direct.writer);
+    }
     ftruncateSync(this.fd, this.endBytes);
     let digest: string;
     if (this.digestValid) {
@@ -190,6 +253,7 @@ export class BlobWriter {
     // A background fsync still holds the descriptor: let it end before closing and removing.
     await this.persisting?.catch(() => {});
     await this.writeback;
+    if (this.direct !== undefined) this.direct.binding.close(this.direct.writer);
     if (!this.closed) {
       this.closed = true;
       try {
