@@ -1,4 +1,3 @@
-import { createHash, type Hash } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
 import type { ChunkIndex } from '../format/chunk.js';
@@ -10,15 +9,15 @@ import { WORKER_RESOURCE_LIMITS, workerExecArgv } from '../util/worker.js';
 
 /**
  * The chunking of a build on a thread of its own: BLAKE3 of each chunk, the lookup in the chunk
- * dictionary, the blob writes and the blob's SHA-256. The main thread parses the source and builds
- * the tree; it copies each file's bytes once into a batch buffer, hashing them on the way (the
- * file's content SHA-256: its fingerprint and object name), and goes on; the file's chunk indexes
- * come back later (before the layer ends).
+ * dictionary, the blob writes, the blob's SHA-256 and each file's content SHA-256 (its fingerprint
+ * and object name). The main thread parses the source and builds the tree; it copies each file's
+ * bytes once into a batch buffer and goes on; the file's chunk indexes and content digest come back
+ * later (before the layer ends).
  *
  * Why: with the chunking on the main thread, the main thread was the bottleneck of a layer
  * conversion (hashing, copying and writing took as long as parsing), while the second core only
- * hashed. The content digest stays on the main thread, where the bytes are being copied anyway, so
- * the two threads carry similar loads.
+ * hashed. The content digest was on the main thread too until blob writes bypassed the page cache
+ * (direct I/O): that left this thread with time to spare and the main thread as the one to wait for.
  *
  * One thread serves a whole build (every layer of every image): it reads the store's chunk
  * dictionary once, while the main thread starts on the sources, and keeps the chunks of each layer it
@@ -53,10 +52,11 @@ export interface SerializedError {
 /**
  * Results of files, in the order they were sent. Per file: chunk bits, chunk count, then per chunk a
  * device code (0 a hole, 1 the current layer's blob, 2 + i the i-th blob of the blob table) and a
- * block address.
+ * block address. `digests`: the content SHA-256 of each non-empty file among them, 32 bytes each.
  */
 export interface PackedResults {
   results: Float64Array;
+  digests: Uint8Array;
 }
 
 export type ChunkThreadReply =
@@ -201,11 +201,16 @@ export class ChunkThread {
     }
   }
 
-  private takeResults({ results }: PackedResults): void {
+  private takeResults({ results, digests }: PackedResults): void {
     const callbacks = this.callbacks;
     let at = 0;
+    let digestAt = 0;
     while (at < results.length) {
       const data = this.pending[this.pendingHead++] as Extract<RegularData, { kind: 'chunks' }>;
+      if (data.sizeBytes > 0) {
+        callbacks!.contentDigest(data, Buffer.from(digests.buffer, digests.byteOffset + digestAt, 32));
+        digestAt += 32;
+      }
       data.chunkBits = results[at++]!;
       const count = results[at++]!;
       const chunks: ChunkIndex[] = new Array(count);
@@ -255,37 +260,27 @@ export class ChunkThread {
     this.pending.push(data);
     this.files.push(sizeBytes, chunkBits);
     if (sizeBytes === 0) return data;
-    const content = createHash('sha256');
-    const copied = this.copy(sourcePath, readAt, sizeBytes, 0, content);
-    if (copied === undefined) {
-      this.callbacks!.contentDigest(data, content.digest());
-      return data;
-    }
-    return copied.then(() => {
-      this.callbacks!.contentDigest(data, content.digest());
-      return data;
-    });
+    const copied = this.copy(sourcePath, readAt, sizeBytes, 0);
+    return copied === undefined ? data : copied.then(() => data);
   }
 
-  private copy(sourcePath: string, readAt: ReadAt, sizeBytes: number, doneBytes: number, content: Hash): Promise<void> | undefined {
+  private copy(sourcePath: string, readAt: ReadAt, sizeBytes: number, doneBytes: number): Promise<void> | undefined {
     let done = doneBytes;
     while (done < sizeBytes) {
       if (this.batchBytes === BATCH_BYTES) {
         const flushing = this.flush();
-        if (flushing !== undefined) return flushing.then(() => this.copy(sourcePath, readAt, sizeBytes, done, content));
+        if (flushing !== undefined) return flushing.then(() => this.copy(sourcePath, readAt, sizeBytes, done));
       }
       const got = readAt(this.batch, this.batchBytes, Math.min(sizeBytes - done, BATCH_BYTES - this.batchBytes), done);
       if (typeof got !== 'number') {
         const before = done;
         return got.then((bytes) => {
           if (bytes === 0) throw new SourceChangedError(sourcePath, sizeBytes, before);
-          content.update(this.batch.subarray(this.batchBytes, this.batchBytes + bytes));
           this.batchBytes += bytes;
-          return this.copy(sourcePath, readAt, sizeBytes, before + bytes, content);
+          return this.copy(sourcePath, readAt, sizeBytes, before + bytes);
         });
       }
       if (got === 0) throw new SourceChangedError(sourcePath, sizeBytes, done);
-      content.update(this.batch.subarray(this.batchBytes, this.batchBytes + got));
       this.batchBytes += got;
       done += got;
     }

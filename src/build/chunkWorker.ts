@@ -1,3 +1,4 @@
+import { createHash, type Hash } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { ChunkIndex } from '../format/chunk.js';
 import { readChunkDictionary } from '../store/store.js';
@@ -112,9 +113,14 @@ async function nextWork(): Promise<WorkItem> {
 
 // Results of completed files, sent back with the next returned buffer or the layer's end.
 let results: number[] = [];
-function takeResults(): { results: Float64Array } {
-  const packed = { results: Float64Array.from(results) };
+let digests: Buffer[] = [];
+function takeResults(): { results: Float64Array; digests: Uint8Array } {
+  // Its own ArrayBuffer (not Buffer's pool, which a message would copy whole).
+  const packedDigests = new Uint8Array(digests.length * 32);
+  for (let i = 0; i < digests.length; i++) packedDigests.set(digests[i]!, i * 32);
+  const packed = { results: Float64Array.from(results), digests: packedDigests };
   results = [];
+  digests = [];
   return packed;
 }
 function returnBuffer(buffer: ArrayBuffer): void {
@@ -157,6 +163,25 @@ const viewNext: ViewNext = (lengthBytes) => {
   return view;
 };
 
+/** The content SHA-256 of the file being chunked: every byte of it passes once, in order, through one of the two below. */
+let content: Hash | undefined;
+const hashingReadAt: ReadAt = (target, offsetInBuffer, lengthBytes, positionBytes) => {
+  const got = readAt(target, offsetInBuffer, lengthBytes, positionBytes);
+  if (typeof got === 'number') {
+    content!.update(target.subarray(offsetInBuffer, offsetInBuffer + got));
+    return got;
+  }
+  return got.then((bytes) => {
+    content!.update(target.subarray(offsetInBuffer, offsetInBuffer + bytes));
+    return bytes;
+  });
+};
+const hashingViewNext: ViewNext = (lengthBytes) => {
+  const view = viewNext(lengthBytes);
+  if (view !== undefined) content!.update(view);
+  return view;
+};
+
 /** Drops what is queued: after a failure or an abort, all of it belongs to the layer dropped (the main thread starts no other layer before the abort is answered). */
 function dropQueuedInput(): void {
   releaseHeld();
@@ -193,8 +218,10 @@ async function runLayer(start: Extract<WorkItem, { type: 'layer' }>): Promise<vo
       const item = await nextWork();
       if (item.type === 'end') break;
       if (item.type === 'layer' || item.type === 'close') throw new Error(`internal: ${item.type} before the layer ended`);
-      const data = await chunker.chunkFile('', readAt, item.sizeBytes, item.chunkBits, viewNext);
+      content = item.sizeBytes > 0 ? createHash('sha256') : undefined;
+      const data = await chunker.chunkFile('', hashingReadAt, item.sizeBytes, item.chunkBits, hashingViewNext);
       if (data.kind !== 'chunks') throw new Error('internal: chunker returned inline data');
+      if (content !== undefined) digests.push(content.digest());
       results.push(data.chunkBits, data.chunks.length);
       for (const chunk of data.chunks) results.push(chunk.blkaddr === null ? DEVICE_CODE_HOLE : chunk.deviceId, chunk.blkaddr ?? 0);
     }
@@ -224,6 +251,7 @@ async function runLayer(start: Extract<WorkItem, { type: 'layer' }>): Promise<vo
   } catch (error) {
     await writer.abort();
     results = [];
+    digests = [];
     if (!(error instanceof LayerAborted)) await failed(error);
   }
 }
