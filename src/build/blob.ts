@@ -158,8 +158,12 @@ export class BlobWriter {
     const aligned = this.pendingBytes - (this.pendingBytes % WRITE_ALIGNMENT_BYTES);
     if (aligned === 0) return;
     const bytes = this.pending.subarray(0, aligned);
-    if (this.direct !== undefined) this.direct.binding.submit(this.direct.writer, bytes, this.pendingStartBytes);
-    else this.writeFully(bytes, this.pendingStartBytes);
+    if (this.direct !== undefined) {
+      this.direct.binding.submit(this.direct.writer, bytes, this.pendingStartBytes);
+      this.wrote(aligned);
+    } else {
+      this.writeFully(bytes, this.pendingStartBytes);
+    }
     this.pending.copyWithin(0, aligned, this.pendingBytes);
     this.pendingStartBytes += aligned;
     this.pendingBytes -= aligned;
@@ -170,7 +174,17 @@ export class BlobWriter {
     while (written < bytes.length) {
       written += writeSync(this.fd, bytes, written, bytes.length - written, positionBytes + written);
     }
-    this.unsyncedBytes += written;
+    this.wrote(written);
+  }
+
+  /**
+   * Counts bytes passed to the file, and starts a data sync in the background every
+   * WRITEBACK_BYTES. Direct writes need it too: the data is on the disk, but ext4 commits the
+   * extents they allocated only at a sync, and one final fsync of a 1 GB blob took 0.46 s (strace),
+   * during which the chunk thread and its memory stayed alive beside the image being planned.
+   */
+  private wrote(bytes: number): void {
+    this.unsyncedBytes += bytes;
     if (this.unsyncedBytes >= WRITEBACK_BYTES && this.writeback === undefined) {
       this.unsyncedBytes = 0;
       // Failures here only lose the head start: the final fsync reports them.

@@ -8,6 +8,7 @@ import { FINGERPRINT_IMAGE_OPTIONS, fingerprintXattr } from './fingerprint.js';
 import { OVERLAY_METACOPY_XATTR, OVERLAY_REDIRECT_XATTR, buildObjectIndex, objectPath, type ObjectEntry } from './objectIndex.js';
 import { emitMetadataImage, planMetadataImage, setVolumeUuid, type MetadataImageOptions } from './metadata.js';
 import { regularSizeBytes, type DirNode, type RegNode, type RegularData, type TreeNode } from './tree.js';
+import { collectGarbage } from '../util/gc.js';
 
 /** The metacopy xattr's value, shared by every file that carries it (nothing writes into it). */
 const EMPTY_VALUE = Buffer.alloc(0);
@@ -124,7 +125,10 @@ export class ImageBuilder {
         return stored instanceof Promise ? stored.then(taken) : taken(stored);
       });
       this.options.signal?.throwIfAborted();
-      const ended = await chunks.endLayer();
+      const ending = chunks.endLayer();
+      // While the chunk thread finishes the layer's last batches: the parsing's garbage goes now.
+      collectGarbage();
+      const ended = await ending;
       const blob = ended.blob;
       if (blob !== undefined) {
         slot.digest = blob.digest;
