@@ -125,10 +125,8 @@ export class ImageBuilder {
         return stored instanceof Promise ? stored.then(taken) : taken(stored);
       });
       this.options.signal?.throwIfAborted();
-      const ending = chunks.endLayer();
-      // While the chunk thread finishes the layer's last batches: the parsing's garbage goes now.
-      collectGarbage();
-      const ended = await ending;
+      // While the chunk thread finishes the layer: the parsing's garbage goes now.
+      const ended = await chunks.endLayer(collectGarbage);
       const blob = ended.blob;
       if (blob !== undefined) {
         slot.digest = blob.digest;
