@@ -158,12 +158,11 @@ export class BlobWriter {
     const aligned = this.pendingBytes - (this.pendingBytes % WRITE_ALIGNMENT_BYTES);
     if (aligned === 0) return;
     const bytes = this.pending.subarray(0, aligned);
-    if (this.direct !== undefined) {
-      this.direct.binding.submit(this.direct.writer, bytes, this.pendingStartBytes);
-      this.wrote(aligned);
-    } else {
-      this.writeFully(bytes, this.pendingStartBytes);
-    }
+    // Direct writes start no data syncs on the way: they are on the disk already, and a sync during them
+    // (for ext4 to commit their extents early) made the 1 GB layer's build 0.5-0.8 s slower (3
+    // interleaved runs each way), for a final fsync 0.46 s shorter that nothing waits for.
+    if (this.direct !== undefined) this.direct.binding.submit(this.direct.writer, bytes, this.pendingStartBytes);
+    else this.writeFully(bytes, this.pendingStartBytes);
     this.pending.copyWithin(0, aligned, this.pendingBytes);
     this.pendingStartBytes += aligned;
     this.pendingBytes -= aligned;
@@ -177,12 +176,7 @@ export class BlobWriter {
     this.wrote(written);
   }
 
-  /**
-   * Counts bytes passed to the file, and starts a data sync in the background every
-   * WRITEBACK_BYTES. Direct writes need it too: the data is on the disk, but ext4 commits the
-   * extents they allocated only at a sync, and one final fsync of a 1 GB blob took 0.46 s (strace),
-   * during which the chunk thread and its memory stayed alive beside the image being planned.
-   */
+  /** Counts bytes written through the page cache, and starts a data sync in the background every WRITEBACK_BYTES. */
   private wrote(bytes: number): void {
     this.unsyncedBytes += bytes;
     if (this.unsyncedBytes >= WRITEBACK_BYTES && this.writeback === undefined) {
