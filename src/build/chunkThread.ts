@@ -309,16 +309,12 @@ export class ChunkThread {
     })();
   }
 
-  /**
-   * Ends the layer: every file's chunks are in, and the blob (if any new chunk was written) is named.
-   * `meanwhile` runs once the thread has been told, while it finishes the layer.
-   */
-  async endLayer(meanwhile?: () => void): Promise<LayerChunks> {
+  /** Ends the layer: every file's chunks are in, and the blob (if any new chunk was written) is named. */
+  async endLayer(): Promise<LayerChunks> {
     await this.flush();
     if (this.failure !== undefined) throw this.failure;
     const ended = new Promise<LayerChunks>((resolve, reject) => (this.layerWaiter = { resolve, reject }));
     this.worker.postMessage({ type: 'end' } satisfies ChunkThreadRequest);
-    meanwhile?.();
     return ended;
   }
 

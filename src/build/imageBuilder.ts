@@ -8,7 +8,6 @@ import { FINGERPRINT_IMAGE_OPTIONS, fingerprintXattr } from './fingerprint.js';
 import { OVERLAY_METACOPY_XATTR, OVERLAY_REDIRECT_XATTR, buildObjectIndex, objectPath, type ObjectEntry } from './objectIndex.js';
 import { emitMetadataImage, planMetadataImage, setVolumeUuid, type MetadataImageOptions } from './metadata.js';
 import { regularSizeBytes, type DirNode, type RegNode, type RegularData, type TreeNode } from './tree.js';
-import { collectGarbage } from '../util/gc.js';
 
 /** The metacopy xattr's value, shared by every file that carries it (nothing writes into it). */
 const EMPTY_VALUE = Buffer.alloc(0);
@@ -125,8 +124,7 @@ export class ImageBuilder {
         return stored instanceof Promise ? stored.then(taken) : taken(stored);
       });
       this.options.signal?.throwIfAborted();
-      // While the chunk thread finishes the layer: the parsing's garbage goes now.
-      const ended = await chunks.endLayer(collectGarbage);
+      const ended = await chunks.endLayer();
       const blob = ended.blob;
       if (blob !== undefined) {
         slot.digest = blob.digest;
