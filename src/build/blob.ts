@@ -50,7 +50,7 @@ function directWrite(): DirectWriteBinding | null {
  * Bytes gather in a window of a few MiB, which goes to the file in aligned pieces:
  * - with the direct-write addon (the default), as O_DIRECT writes on its own thread: the blob is
  *   fsynced before it is named anyway, and copying it into the page cache first cost more CPU than
- *   anything else the writing thread did (BENCHMARKS.md, ninth session);
+ *   anything else the writing thread did (BENCHMARKS.md, eighth session);
  * - without it, or where the file system refuses direct I/O, as synchronous writes through the page
  *   cache with data syncs started in the background. Synchronous on purpose: a round trip through
  *   libuv's thread pool per write cost more than the write (the main thread sat idle 42% of the
