@@ -135,7 +135,7 @@ const GZIP_RESERVED_FLAGS = 0xe0;
 /**
  * gzip with ISA-L's igzip (src/oci/gunzip.ts says why), driven like zstd below: one synchronous call
  * per piece of input or batch of output. Accepts what zlib accepts: members one after another, and
- * zero bytes after a member, which end the stream (tar writers pad with zeros); anything else after
+ * zero bytes after a member, which end the stream (padding, as zlib treats them); anything else after
  * a member must be a member. Errors say "corrupt" or "truncated" as layerStream's messages for zlib.
  */
 function isalDecoder(): { write(input: Buffer): void; end(): void } {
