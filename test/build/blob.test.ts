@@ -62,7 +62,8 @@ async function writeAndCheck(dir: string, expectDirect: boolean): Promise<void> 
   assert.equal(direct, expectDirect, `O_DIRECT on ${dir}`);
   const expected = writeChunks(writer, 24);
   const blob = await writer.finish();
-  await blob.persisted;
+  assert.equal(blob.tempPath, writer.tempPath);
+  await BlobWriter.persist(blob.tempPath, blob.path);
   const stored = await readFile(blob.path);
   assert.equal(stored.length, expected.length);
   assert.ok(stored.equals(expected), 'blob bytes');
