@@ -1,7 +1,7 @@
 import { createHash, randomBytes, type Hash } from 'node:crypto';
-import { closeSync, fdatasync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fdatasync, fsync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { mkdir, rename, rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import path from 'node:path';
 import type * as DirectWriteModule from '@mkfs-erofs-ts/direct-write';
@@ -9,6 +9,7 @@ import type { DirectWriter } from '@mkfs-erofs-ts/direct-write';
 
 type DirectWriteBinding = typeof DirectWriteModule;
 
+const fsyncAsync = promisify(fsync);
 const fdatasyncAsync = promisify(fdatasync);
 const WRITE_BUFFER_BYTES = 1 << 20;
 /**
@@ -60,6 +61,7 @@ export class BlobWriter {
   /** False once a chunk fed to the blob digest was taken back: the digest is then read from the file. */
   private digestValid = true;
   private closed = false;
+  private persisting: Promise<void> | undefined;
   /**
    * Written bytes not yet passed to the file: they belong at `pendingStartBytes`, which is aligned.
    * Only the aligned part leaves when the window is flushed; the rest moves to its front.
@@ -209,14 +211,12 @@ export class BlobWriter {
   }
 
   /**
-   * Truncates to the committed end, computes the blob's sha256 and closes the file, still under its
-   * temporary name: {@link persist} then makes it durable under its digest, on any thread (an fsync
-   * reaches a file's data and metadata through any descriptor). The chunk thread hands its blobs to
-   * the main thread this way, so that it can end as soon as its last blob is written instead of
-   * living, with its memory, through that fsync (0.46 s for a 1 GB blob) while the main thread plans
-   * the image. Until `persist` has renamed it, `abort` (or removing `tempPath`) drops it.
+   * Truncates to the committed end and computes the blob's sha256; then, in the background, fsyncs
+   * it and renames it to its digest (`persisted`). The caller goes on with other work meanwhile
+   * (the fsync of a large blob takes hundreds of milliseconds of waiting on the disk) and awaits
+   * `persisted` before anything refers to the blob by name; until then `abort` still removes it.
    */
-  async finish(): Promise<{ path: string; tempPath: string; digest: string; sizeBytes: number; blocks: number }> {
+  async finish(): Promise<{ path: string; digest: string; sizeBytes: number; blocks: number; persisted: Promise<void> }> {
     // The committed end is a block boundary: the window's aligned part holds everything up to it.
     this.flushPending();
     if (this.direct !== undefined) {
@@ -239,34 +239,22 @@ export class BlobWriter {
       }
       digest = hash.digest('hex');
     }
-    await this.writeback;
-    this.closed = true;
-    closeSync(this.fd);
-    return { path: path.join(this.blobsDir, digest), tempPath: this.tempPath, digest, sizeBytes: this.endBytes, blocks: this.lengthBlocks };
-  }
-
-  /**
-   * Makes a finished blob durable under its name: fsync, then rename from `tempPath` to `finalPath`.
-   * On failure the temporary file is removed (a failed build leaves nothing behind).
-   */
-  static async persist(tempPath: string, finalPath: string): Promise<void> {
-    try {
-      const handle = await open(tempPath, 'r');
-      try {
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await rename(tempPath, finalPath);
-    } catch (error) {
-      await rm(tempPath, { force: true });
-      throw error;
-    }
+    const finalPath = path.join(this.blobsDir, digest);
+    const persisted = (async () => {
+      await this.writeback;
+      await fsyncAsync(this.fd);
+      this.closed = true;
+      closeSync(this.fd);
+      await rename(this.tempPath, finalPath);
+    })();
+    this.persisting = persisted;
+    return { path: finalPath, digest, sizeBytes: this.endBytes, blocks: this.lengthBlocks, persisted };
   }
 
   /** Drops the temporary file (a failed build leaves nothing behind). */
   async abort(): Promise<void> {
-    // A background data sync still holds the descriptor: let it end before closing and removing.
+    // A background fsync still holds the descriptor: let it end before closing and removing.
+    await this.persisting?.catch(() => {});
     await this.writeback;
     if (this.direct !== undefined) this.direct.binding.close(this.direct.writer);
     if (!this.closed) {

@@ -1,8 +1,6 @@
 import { rm } from 'node:fs/promises';
-import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { ChunkIndex } from '../format/chunk.js';
-import { BlobWriter } from './blob.js';
 import type { ChunkSizePolicy, ChunkStats, ReadAt, WrittenChunk } from './chunker.js';
 import { SourceChangedError } from './errors.js';
 import type { RegularData } from './tree.js';
@@ -28,8 +26,8 @@ import { WORKER_RESOURCE_LIMITS, workerExecArgv } from '../util/worker.js';
  * Protocol (messages in order): the main thread sends `layer`, then `batch`es (a buffer of file
  * bytes, in order, and the size and chunk size of each file whose bytes start there), then `end`.
  * The thread returns each batch buffer once its bytes are consumed, with the results of the files
- * completed so far; `layer` answers `end` with the blob, written and closed under its temporary name,
- * which the main thread then makes durable under its digest. `close` (no more layers) ends the thread.
+ * completed so far; `layer` answers `end` with the blob; `persisted` follows when the blob is durable
+ * under its name. `close` (no more layers) ends the thread once every blob is durable.
  */
 
 export type ChunkThreadRequest =
@@ -38,7 +36,7 @@ export type ChunkThreadRequest =
   | { type: 'batch'; buffer: ArrayBuffer; used: number; files: Float64Array }
   | { type: 'end' }
   | { type: 'abort' }
-  /** No more layers: the thread ends. */
+  /** No more layers: the thread ends once its blobs are durable (their `persisted` replies sent). */
   | { type: 'close' };
 
 /** An error as it crosses threads (Error objects lose their own properties on the way). */
@@ -67,10 +65,11 @@ export type ChunkThreadReply =
   | ({ type: 'batch'; buffer: ArrayBuffer } & PackedResults)
   | ({
       type: 'layer';
-      blob?: { digest: string; blocks: number; tempPath: string };
+      blob?: { digest: string; blocks: number };
       written: { keys: string[]; blkaddrs: Float64Array };
       stats: ChunkStats;
     } & PackedResults)
+  | { type: 'persisted'; digest: string; error?: SerializedError }
   | { type: 'failed'; error: SerializedError }
   | { type: 'aborted' };
 
@@ -128,11 +127,12 @@ export class ChunkThread {
   private callbacks: LayerCallbacks | undefined;
   private layerWaiter: { resolve: (layer: LayerChunks) => void; reject: (error: Error) => void } | undefined;
   private abortWaiter: (() => void) | undefined;
+  private readonly persisting = new Map<string, { resolve: () => void; reject: (error: Error) => void }>();
   private failure: Error | undefined;
   private tempPath: string | undefined;
   private exited = false;
   private closing = false;
-  /** Settles when the thread has ended (after {@link close}). */
+  /** Settles when the thread has ended (after {@link close}, once its blobs are durable). */
   readonly ended: Promise<void>;
 
   constructor(storeDir: string) {
@@ -151,8 +151,8 @@ export class ChunkThread {
 
   private readonly onExit = (): void => {
     this.exited = true;
-    // After `close` the thread ends by itself.
-    if (this.closing) return;
+    // After `close` the thread ends by itself once its blobs are durable.
+    if (this.closing && this.persisting.size === 0) return;
     this.fail(new Error('internal: the chunk thread exited'));
   };
 
@@ -172,9 +172,8 @@ export class ChunkThread {
         const written = keys.map((key, i) => ({ key, blkaddr: blkaddrs[i]! }));
         let blob: LayerChunks['blob'];
         if (reply.blob !== undefined) {
-          const { digest, blocks, tempPath } = reply.blob;
-          // Durable in the background: the next layer goes on meanwhile.
-          const persisted = BlobWriter.persist(tempPath, path.join(path.dirname(tempPath), digest));
+          const { digest, blocks } = reply.blob;
+          const persisted = new Promise<void>((resolve, reject) => this.persisting.set(digest, { resolve, reject }));
           // Awaited by whoever names the blob; a failure is also seen there.
           persisted.catch(() => {});
           blob = { digest, blocks, persisted };
@@ -183,6 +182,13 @@ export class ChunkThread {
         const waiter = this.layerWaiter;
         this.layerWaiter = undefined;
         waiter?.resolve({ ...(blob === undefined ? {} : { blob }), written, stats: reply.stats });
+        return;
+      }
+      case 'persisted': {
+        const waiter = this.persisting.get(reply.digest);
+        this.persisting.delete(reply.digest);
+        if (reply.error === undefined) waiter?.resolve();
+        else waiter?.reject(deserializeError(reply.error));
         return;
       }
       case 'failed':
@@ -228,6 +234,8 @@ export class ChunkThread {
     for (const wake of this.bufferWaiters.splice(0)) wake();
     this.layerWaiter?.reject(failure);
     this.layerWaiter = undefined;
+    for (const waiter of this.persisting.values()) waiter.reject(failure);
+    this.persisting.clear();
     this.abortWaiter?.();
     this.abortWaiter = undefined;
   }
@@ -331,10 +339,10 @@ export class ChunkThread {
   }
 
   /**
-   * No more layers will come: the thread ends (its blobs were handed over as their layers ended),
-   * and the batch buffers are dropped. A build calls this before finishing its last image, which
-   * then plans and emits its metadata without the thread's memory (its isolate, chunk dictionary and
-   * write buffer; `bench/ab-build.sh` on a 1 GB layer: peak 266 → 230 MB).
+   * No more layers will come: the thread ends as soon as every blob it wrote is durable, and the
+   * batch buffers are dropped. A build calls this before finishing its last image, which then plans
+   * and emits its metadata without the thread's memory (its isolate, chunk dictionary and write
+   * buffer; `bench/ab-build.sh` on a 1 GB layer: peak 266 → 230 MB).
    */
   close(): void {
     if (this.closing || this.exited) return;

@@ -191,6 +191,8 @@ function dropQueuedInput(): void {
 }
 
 let layerRunning = false;
+/** Background persistence of finished blobs, until each has posted its `persisted` reply. */
+const blobsPersisting = new Set<Promise<void>>();
 
 async function runLayer(start: Extract<WorkItem, { type: 'layer' }>): Promise<void> {
   let writer: BlobWriter;
@@ -231,11 +233,21 @@ async function runLayer(start: Extract<WorkItem, { type: 'layer' }>): Promise<vo
       postWithTable({ type: 'layer', written, stats: chunker.stats, ...packed });
       return;
     }
-    // Written and closed; the main thread makes it durable under its name (BlobWriter.persist).
     const blob = await writer.finish();
     for (const chunk of chunker.written) remember(chunk.key, blob.digest, chunk.blkaddr);
     const packed = takeResults();
-    postWithTable({ type: 'layer', blob: { digest: blob.digest, blocks: blob.blocks, tempPath: blob.tempPath }, written, stats: chunker.stats, ...packed });
+    postWithTable({ type: 'layer', blob: { digest: blob.digest, blocks: blob.blocks }, written, stats: chunker.stats, ...packed });
+    // Durable in the background: the next layer goes on meanwhile.
+    const persisting = blob.persisted.then(
+      () => post({ type: 'persisted', digest: blob.digest }),
+      async (error: unknown) => {
+        await writer.abort();
+        post({ type: 'persisted', digest: blob.digest, error: serializeError(error) });
+      },
+    );
+    blobsPersisting.add(persisting);
+    const settled = () => void blobsPersisting.delete(persisting);
+    persisting.then(settled, settled);
   } catch (error) {
     await writer.abort();
     results = [];
@@ -267,7 +279,8 @@ async function main(): Promise<void> {
       continue;
     }
     if (item.type === 'close') {
-      // Every blob was handed over when its layer ended: closing the port ends the thread.
+      // Every blob's `persisted` reply goes out first; closing the port then ends the thread.
+      await Promise.allSettled(blobsPersisting);
       port.close();
       return;
     }

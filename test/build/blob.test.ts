@@ -62,8 +62,7 @@ async function writeAndCheck(dir: string, expectDirect: boolean): Promise<void> 
   assert.equal(direct, expectDirect, `O_DIRECT on ${dir}`);
   const expected = writeChunks(writer, 24);
   const blob = await writer.finish();
-  assert.equal(blob.tempPath, writer.tempPath);
-  await BlobWriter.persist(blob.tempPath, blob.path);
+  await blob.persisted;
   const stored = await readFile(blob.path);
   assert.equal(stored.length, expected.length);
   assert.ok(stored.equals(expected), 'blob bytes');
