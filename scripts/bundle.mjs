@@ -33,7 +33,7 @@ await build({
   format: 'esm',
   target: 'node20',
   // Native addons cannot be bundled; they load from node_modules when first used, as before (zstd-napi
-  // through createRequire in src/oci/zstd.ts, ours in src/oci/gunzip.ts and src/build/blob.ts, which
+  // through createRequire in src/oci/zstd.ts, ours in src/util/addon.ts, which
   // esbuild does not follow). typescript: oclif requires
   // it only in development (NODE_ENV=development or test) to map dist/ back to src/; bundled, its 10 MB
   // would be compiled at every start.

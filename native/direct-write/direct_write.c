@@ -276,10 +276,7 @@ static napi_value close_writer(napi_env env, napi_callback_info info) {
 }
 
 static napi_value init(napi_env env, napi_value exports) {
-  napi_value alignment;
-  CHECK(napi_create_uint32(env, ALIGNMENT, &alignment));
   napi_property_descriptor properties[] = {
-      {"ALIGNMENT_BYTES", NULL, NULL, NULL, NULL, alignment, napi_enumerable, NULL},
       {"open", NULL, open_writer, NULL, NULL, NULL, napi_default, NULL},
       {"submit", NULL, submit, NULL, NULL, NULL, napi_default, NULL},
       {"drain", NULL, drain, NULL, NULL, NULL, napi_default, NULL},

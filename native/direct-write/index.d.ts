@@ -1,16 +1,15 @@
 /** A file descriptor being written by a background thread; its memory is freed with the value or by `close`. */
 export type DirectWriter = { readonly __directWriter: unique symbol };
-/** Bytes the memory, length and file position of every `submit` must be a multiple of. */
-export const ALIGNMENT_BYTES: number;
 /**
  * Starts writing `fd` (opened for writing by the caller, who keeps it): tries to switch it to
  * O_DIRECT and reports whether it did; writes fall back to the page cache where the file system
- * refuses direct I/O. `slotBytes` (a multiple of ALIGNMENT_BYTES) is the most one submit takes;
+ * refuses direct I/O. `slotBytes` (a multiple of 4096) is the most one submit takes;
  * `slots` writes may be queued at once.
  */
 export function open(fd: number, slotBytes: number, slots: number): { writer: DirectWriter; direct: boolean };
 /**
- * Queues `bytes` (copied) to be written at `positionBytes`, waiting while every slot is queued.
+ * Queues `bytes` (copied) to be written at `positionBytes` (length and position multiples of 4096),
+ * waiting while every slot is queued.
  * Throws the error of an earlier write (an Error with `code`, such as ENOSPC) if one failed.
  */
 export function submit(writer: DirectWriter, bytes: Uint8Array, positionBytes: number): void;

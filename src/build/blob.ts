@@ -1,11 +1,11 @@
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { closeSync, fdatasync, fsync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import path from 'node:path';
 import type * as DirectWriteModule from '@mkfs-erofs-ts/direct-write';
 import type { DirectWriter } from '@mkfs-erofs-ts/direct-write';
+import { optionalAddon } from '../util/addon.js';
 
 type DirectWriteBinding = typeof DirectWriteModule;
 
@@ -28,19 +28,8 @@ const WRITE_ALIGNMENT_BYTES = 4096;
 /** Writes queued to the direct writer's thread at once: one on the disk, one waiting (the window is being filled meanwhile). */
 const DIRECT_SLOTS = 2;
 
-let directWriteBinding: DirectWriteBinding | null | undefined;
-
-/** The direct-write addon (native/direct-write), or null when it is not built (an optional dependency). */
-function directWrite(): DirectWriteBinding | null {
-  if (directWriteBinding === undefined) {
-    try {
-      directWriteBinding = createRequire(import.meta.url)('@mkfs-erofs-ts/direct-write') as DirectWriteBinding;
-    } catch {
-      directWriteBinding = null;
-    }
-  }
-  return directWriteBinding;
-}
+/** The direct-write addon (native/direct-write), or null when it is not built. */
+const directWrite = optionalAddon<DirectWriteBinding>('@mkfs-erofs-ts/direct-write');
 
 /**
  * A blob device being written: block-aligned chunks appended to a temporary file, which becomes
@@ -134,13 +123,12 @@ export class BlobWriter {
     let rest = bytes;
     let position = positionBytes;
     for (;;) {
+      // Before the window: everything in it lies after the committed end, taken back; it is dropped unwritten.
+      if (position > this.pendingStartBytes + this.pendingBytes) this.flushPending();
       if (position < this.pendingStartBytes || position > this.pendingStartBytes + this.pendingBytes) {
-        this.flushPending();
-        if (position < this.pendingStartBytes || position > this.pendingStartBytes + this.pendingBytes) {
-          if (position % WRITE_ALIGNMENT_BYTES !== 0) throw new RangeError(`blob write at ${position}: not at the window nor at an aligned position`);
-          this.pendingStartBytes = position;
-          this.pendingBytes = 0;
-        }
+        if (position % WRITE_ALIGNMENT_BYTES !== 0) throw new RangeError(`blob write at ${position}: not at the window nor at an aligned position`);
+        this.pendingStartBytes = position;
+        this.pendingBytes = 0;
       }
       const at = position - this.pendingStartBytes;
       const taken = Math.min(rest.length, this.pending.length - at);

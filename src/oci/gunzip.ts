@@ -1,6 +1,6 @@
-import { createRequire } from 'node:module';
 import type * as isal from '@mkfs-erofs-ts/isal-gunzip';
 import { InvalidSettingError } from './errors.js';
+import { optionalAddon } from '../util/addon.js';
 
 export type IsalGunzip = typeof isal;
 
@@ -10,22 +10,11 @@ export type GunzipDecoder = 'isal' | 'zlib';
 /** Set to `zlib` to inflate gzip layers with Node's zlib even where the ISA-L addon is built. */
 export const GUNZIP_ENV = 'MKFS_EROFS_TS_GUNZIP';
 
-let binding: IsalGunzip | null | undefined;
-
 /**
- * The ISA-L addon (native/isal-gunzip), or null when it is not built (an optional dependency: it
- * needs Debian's libisal-dev, which scripts/setup.sh installs). Loaded when first asked for.
+ * The ISA-L addon (native/isal-gunzip), or null when it is not built (it needs Debian's
+ * libisal-dev, which scripts/setup.sh installs).
  */
-export function isalGunzip(): IsalGunzip | null {
-  if (binding === undefined) {
-    try {
-      binding = createRequire(import.meta.url)('@mkfs-erofs-ts/isal-gunzip') as IsalGunzip;
-    } catch {
-      binding = null;
-    }
-  }
-  return binding;
-}
+export const isalGunzip = optionalAddon<IsalGunzip>('@mkfs-erofs-ts/isal-gunzip');
 
 /**
  * The decoder gzip layers go through: ISA-L's igzip when its addon is built, as it inflates in about

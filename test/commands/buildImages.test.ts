@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { TYPEFLAG } from '../../src/oci/tarHeader.js';
 import { run } from '../helpers/exec.js';
 import { withKernelMount } from '../helpers/kernel.js';
@@ -80,6 +81,43 @@ for (const bad of BAD_INPUTS) {
     });
   });
 }
+
+test('build: a lone gzip tarball that is corrupt or cut short is one clear error with either gzip decoder (igzip, zlib), exit 2, no image; a bad MKFS_EROFS_TS_GUNZIP too', async () => {
+  await withTempDir(async (dir) => {
+    // More than one piece of input and one batch of output, so the damage lies past the first call.
+    const tar = makeTar([{ name: 'data', data: Buffer.from(randomBytes(3 << 20).toString('hex')) }]);
+    const good = gzipSync(tar);
+    const badCrc = Buffer.from(good);
+    badCrc[good.length - 8] = badCrc[good.length - 8]! ^ 0xff;
+    const cases: [string, Buffer, RegExp][] = [
+      ['bad-crc.tar.gz', badCrc, /: corrupt gzip stream \(/],
+      ['cut.tar.gz', good.subarray(0, good.length >> 1), /: truncated gzip stream/],
+    ];
+    for (const decoder of ['isal', 'zlib']) {
+      for (const [name, bytes, problem] of cases) {
+        const layer = join(dir, name);
+        await writeFile(layer, bytes);
+        const out = join(dir, `out-${decoder}-${name}`);
+        const result = await run('env', [`MKFS_EROFS_TS_GUNZIP=${decoder}`, 'node', 'bin/run.js', 'build', layer, '-o', out]);
+        assert.equal(result.code, 2, `${decoder} ${name}: ${result.output}`);
+        const lines = result.stderr.trim().split('\n');
+        assert.equal(lines.length, 1, result.stderr);
+        assert.ok(lines[0]!.includes(layer), `the message names the layer: ${lines[0]}`);
+        assert.match(lines[0]!, problem);
+        const outputs = await filesUnder(out);
+        assert.deepEqual(outputs.filter((f) => (f.endsWith('.erofs') && !f.startsWith('objects/')) || f === 'index.json' || f.endsWith('.report.json')), [], `${decoder} ${name}: no image, layout entry or report`);
+        await assertStoreConsistent(out);
+      }
+    }
+    const layer = join(dir, 'good.tar.gz');
+    await writeFile(layer, good);
+    const out = join(dir, 'out-setting');
+    const result = await run('env', ['MKFS_EROFS_TS_GUNZIP=pigz', 'node', 'bin/run.js', 'build', layer, '-o', out]);
+    assert.equal(result.code, 2, result.output);
+    assert.deepEqual(result.stderr.trim().split('\n'), ['mkfs-erofs-ts: error: MKFS_EROFS_TS_GUNZIP: must be isal or zlib, not "pigz"']);
+    assert.deepEqual((await filesUnder(out)).filter((f) => f.endsWith('.erofs') || f === 'index.json'), []);
+  });
+});
 
 test('build: a name repeated in one layer takes the later entry (as Docker and containerd do)', async () => {
   await withTempDir(async (dir) => {
