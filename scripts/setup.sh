@@ -75,7 +75,7 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
 fi
 # The addons are optional dependencies (the build falls back to zlib and page-cache writes without
 # them), so npm does not fail when one does not build: here, where the tests expect them, it must.
-for addon in isal-gunzip direct-write; do
+for addon in isal-gunzip direct-write sha256-pair; do
   node -e "require('@mkfs-erofs-ts/$addon')" 2>/dev/null || {
     say "building native/$addon"
     npm rebuild "@mkfs-erofs-ts/$addon" --loglevel=error >/dev/null 2>&1 || true

@@ -1,4 +1,4 @@
-import { createHash, randomBytes, type Hash } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { closeSync, fdatasync, fsync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
@@ -6,6 +6,7 @@ import path from 'node:path';
 import type * as DirectWriteModule from '@mkfs-erofs-ts/direct-write';
 import type { DirectWriter } from '@mkfs-erofs-ts/direct-write';
 import { optionalAddon } from '../util/addon.js';
+import { createSha256, type Sha256 } from './sha256.js';
 
 type DirectWriteBinding = typeof DirectWriteModule;
 
@@ -63,7 +64,7 @@ export class BlobWriter {
   private writeback: Promise<void> | undefined;
 
   /** SHA-256 of the committed bytes, in order (see {@link updateDigest}). */
-  private readonly sha256: Hash = createHash('sha256');
+  private readonly sha256: Sha256 = createSha256();
 
   private constructor(
     private readonly fd: number,
@@ -100,9 +101,11 @@ export class BlobWriter {
   /**
    * Feeds the blob digest: the writer's caller passes each chunk's bytes (and padding) in blob
    * order, from the memory it already holds, rather than the writer reading back what it wrote.
+   * `alsoInto` (the chunk's file content digest) takes the same bytes in the same pass.
    */
-  updateDigest(bytes: Uint8Array): void {
-    this.sha256.update(bytes);
+  updateDigest(bytes: Uint8Array, alsoInto?: Sha256): void {
+    if (alsoInto === undefined) this.sha256.update(bytes);
+    else this.sha256.updateWith(alsoInto, bytes);
   }
 
   /** Next free block, where the next chunk starts. */
@@ -215,9 +218,9 @@ export class BlobWriter {
     ftruncateSync(this.fd, this.endBytes);
     let digest: string;
     if (this.digestValid) {
-      digest = this.sha256.digest('hex');
+      digest = this.sha256.digest().toString('hex');
     } else {
-      const hash = createHash('sha256');
+      const hash = createSha256();
       const buffer = Buffer.allocUnsafe(1 << 20);
       for (let pos = 0; pos < this.endBytes; ) {
         const bytesRead = readSync(this.fd, buffer, 0, Math.min(buffer.length, this.endBytes - pos), pos);
@@ -225,7 +228,7 @@ export class BlobWriter {
         hash.update(buffer.subarray(0, bytesRead));
         pos += bytesRead;
       }
-      digest = hash.digest('hex');
+      digest = hash.digest().toString('hex');
     }
     const finalPath = path.join(this.blobsDir, digest);
     const persisted = (async () => {

@@ -1,9 +1,9 @@
-import { createHash, type Hash } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { ChunkIndex } from '../format/chunk.js';
 import { readChunkDictionary } from '../store/store.js';
 import { BlobWriter } from './blob.js';
 import { Chunker, type ChunkDictionary, type ChunkSizePolicy, type ReadAt, type ViewNext } from './chunker.js';
+import { createSha256 } from './sha256.js';
 import {
   DEVICE_CODE_CURRENT_BLOB,
   DEVICE_CODE_FIRST_TABLE_BLOB,
@@ -163,24 +163,8 @@ const viewNext: ViewNext = (lengthBytes) => {
   return view;
 };
 
-/** The content SHA-256 of the file being chunked: every byte of it passes once, in order, through one of the two below. */
-let content: Hash | undefined;
-const hashingReadAt: ReadAt = (target, offsetInBuffer, lengthBytes, positionBytes) => {
-  const got = readAt(target, offsetInBuffer, lengthBytes, positionBytes);
-  if (typeof got === 'number') {
-    content!.update(target.subarray(offsetInBuffer, offsetInBuffer + got));
-    return got;
-  }
-  return got.then((bytes) => {
-    content!.update(target.subarray(offsetInBuffer, offsetInBuffer + bytes));
-    return bytes;
-  });
-};
-const hashingViewNext: ViewNext = (lengthBytes) => {
-  const view = viewNext(lengthBytes);
-  if (view !== undefined) content!.update(view);
-  return view;
-};
+/** The content SHA-256 of the file being chunked (the chunker feeds it every byte, in order). */
+const content = createSha256();
 
 /** Drops what is queued: after a failure or an abort, all of it belongs to the layer dropped (the main thread starts no other layer before the abort is answered). */
 function dropQueuedInput(): void {
@@ -218,10 +202,9 @@ async function runLayer(start: Extract<WorkItem, { type: 'layer' }>): Promise<vo
       const item = await nextWork();
       if (item.type === 'end') break;
       if (item.type === 'layer' || item.type === 'close') throw new Error(`internal: ${item.type} before the layer ended`);
-      content = item.sizeBytes > 0 ? createHash('sha256') : undefined;
-      const data = await chunker.chunkFile('', hashingReadAt, item.sizeBytes, item.chunkBits, hashingViewNext);
+      const data = await chunker.chunkFile('', readAt, item.sizeBytes, item.chunkBits, viewNext, content);
       if (data.kind !== 'chunks') throw new Error('internal: chunker returned inline data');
-      if (content !== undefined) digests.push(content.digest());
+      if (item.sizeBytes > 0) digests.push(content.digest());
       results.push(data.chunkBits, data.chunks.length);
       for (const chunk of data.chunks) results.push(chunk.blkaddr === null ? DEVICE_CODE_HOLE : chunk.deviceId, chunk.blkaddr ?? 0);
     }
@@ -252,6 +235,8 @@ async function runLayer(start: Extract<WorkItem, { type: 'layer' }>): Promise<vo
     await writer.abort();
     results = [];
     digests = [];
+    // Ends the digest of the file that failed midway, so the next layer's first file starts clean.
+    content.digest();
     if (!(error instanceof LayerAborted)) await failed(error);
   }
 }

@@ -2,6 +2,7 @@ import { Blake3Hasher, blake3 } from '@napi-rs/blake-hash';
 import type { ChunkIndex } from '../format/chunk.js';
 import type { BlobWriter } from './blob.js';
 import { SourceChangedError } from './errors.js';
+import type { Sha256 } from './sha256.js';
 import type { RegularData } from './tree.js';
 
 /** Chunk digest (BLAKE3 and length) to where that chunk is already stored. */
@@ -77,8 +78,11 @@ export class Chunker {
     this.blockSizeBits = Math.log2(blob.blockSizeBytes);
   }
 
-  /** Chunks one file (its content digest is the caller's: it sees the bytes first). */
-  async chunkFile(sourcePath: string, readAt: ReadAt, sizeBytes: number, chunkBits: number, viewNext?: ViewNext): Promise<RegularData> {
+  /**
+   * Chunks one file. `content`, when given, takes every byte of the file in order (its content
+   * digest): a new chunk's bytes go into it and into the blob digest in one pass.
+   */
+  async chunkFile(sourcePath: string, readAt: ReadAt, sizeBytes: number, chunkBits: number, viewNext?: ViewNext, content?: Sha256): Promise<RegularData> {
     const chunkSizeBytes = 2 ** chunkBits;
     const chunks: ChunkIndex[] = [];
     const firstNewBlkaddr = this.blob.nextBlkaddr;
@@ -87,8 +91,8 @@ export class Chunker {
       const lengthBytes = Math.min(chunkSizeBytes, sizeBytes - offset);
       chunks.push(
         lengthBytes <= WHOLE_CHUNK_LIMIT_BYTES
-          ? await this.wholeChunk(sourcePath, readAt, offset, lengthBytes, viewNext)
-          : await this.streamedChunk(sourcePath, readAt, offset, lengthBytes),
+          ? await this.wholeChunk(sourcePath, readAt, offset, lengthBytes, viewNext, content)
+          : await this.streamedChunk(sourcePath, readAt, offset, lengthBytes, content),
       );
     }
     // Every chunk new (none reused, no hole): the chunks sit back to back in the blob, each full one
@@ -121,7 +125,7 @@ export class Chunker {
     return undefined;
   }
 
-  private async wholeChunk(sourcePath: string, readAt: ReadAt, offset: number, lengthBytes: number, viewNext?: ViewNext): Promise<ChunkIndex> {
+  private async wholeChunk(sourcePath: string, readAt: ReadAt, offset: number, lengthBytes: number, viewNext?: ViewNext, content?: Sha256): Promise<ChunkIndex> {
     let bytes = viewNext?.(lengthBytes);
     if (bytes === undefined) {
       bytes = this.buffer.subarray(0, lengthBytes);
@@ -129,12 +133,14 @@ export class Chunker {
       if (reading !== undefined) await reading;
     }
     if (isAllZero(bytes)) {
+      content?.update(bytes);
       this.stats.holeChunks++;
       return { deviceId: 0, blkaddr: null };
     }
     const key = `${blake3(bytes).toString('hex')}:${lengthBytes}`;
     const known = this.dictionary.get(key);
     if (known !== undefined) {
+      content?.update(bytes);
       this.stats.chunksReused++;
       this.stats.bytesReused += lengthBytes;
       return known;
@@ -143,7 +149,7 @@ export class Chunker {
     const paddedBytes = Math.ceil(lengthBytes / this.blob.blockSizeBytes) * this.blob.blockSizeBytes;
     const start = this.blob.nextBlkaddr * this.blob.blockSizeBytes;
     this.blob.writeAt(bytes, start);
-    this.blob.updateDigest(bytes);
+    this.blob.updateDigest(bytes, content);
     if (paddedBytes > lengthBytes) {
       const padding = ZEROS.subarray(0, paddedBytes - lengthBytes);
       this.blob.writeAt(padding, start + lengthBytes);
@@ -158,7 +164,7 @@ export class Chunker {
   }
 
   /** A chunk too large to hold: written tentatively while hashed, taken back if it was known. */
-  private async streamedChunk(sourcePath: string, readAt: ReadAt, offset: number, lengthBytes: number): Promise<ChunkIndex> {
+  private async streamedChunk(sourcePath: string, readAt: ReadAt, offset: number, lengthBytes: number, content?: Sha256): Promise<ChunkIndex> {
     const hasher = new Blake3Hasher();
     const start = this.blob.nextBlkaddr * this.blob.blockSizeBytes;
     let allZero = true;
@@ -169,7 +175,7 @@ export class Chunker {
       if (allZero && !isAllZero(piece)) allZero = false;
       this.blob.writeAt(piece, start + done);
       // Tentatively into the blob digest too: if the chunk is dropped, the blob digest is invalidated.
-      this.blob.updateDigest(piece);
+      this.blob.updateDigest(piece, content);
       done += piece.length;
     }
     if (allZero) {
