@@ -1,7 +1,7 @@
 import { rm } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
 import type { ChunkIndex } from '../format/chunk.js';
-import type { ChunkSizePolicy, ChunkStats, ReadAt } from './chunker.js';
+import type { ChunkSizePolicy, ChunkStats, ReadAt, WrittenChunk } from './chunker.js';
 import { SourceChangedError } from './errors.js';
 import type { RegularData } from './tree.js';
 import { moduleUrl } from '../paths.js';
@@ -10,7 +10,7 @@ import { WORKER_RESOURCE_LIMITS, workerExecArgv } from '../util/worker.js';
 /**
  * The chunking of a build on a thread of its own: BLAKE3 of each chunk, the lookup in the chunk
  * dictionary, the blob writes, the blob's SHA-256 and each file's content SHA-256 (its fingerprint
- * and object name), and each blob's object index and chunk list. The main thread parses the source and builds the tree; it copies each file's
+ * and object name). The main thread parses the source and builds the tree; it copies each file's
  * bytes once into a batch buffer and goes on; the file's chunk indexes and content digest come back
  * later (before the layer ends).
  *
@@ -26,8 +26,8 @@ import { WORKER_RESOURCE_LIMITS, workerExecArgv } from '../util/worker.js';
  * Protocol (messages in order): the main thread sends `layer`, then `batch`es (a buffer of file
  * bytes, in order, and the size and chunk size of each file whose bytes start there), then `end`.
  * The thread returns each batch buffer once its bytes are consumed, with the results of the files
- * completed so far; `layer` answers `end` with the blob; `object-index` follows with the blob's
- * object index, and `persisted` when the blob is durable under its name. `close` (no more layers) ends the thread once every blob is durable.
+ * completed so far; `layer` answers `end` with the blob; `persisted` follows when the blob is durable
+ * under its name. `close` (no more layers) ends the thread once every blob is durable.
  */
 
 export type ChunkThreadRequest =
@@ -65,14 +65,10 @@ export type ChunkThreadReply =
   | ({ type: 'batch'; buffer: ArrayBuffer } & PackedResults)
   | ({
       type: 'layer';
-      /** `objectDigests`: content digests (hex, sorted) of the objects its object index lists. */
-      blob?: { digest: string; blocks: number; objectDigests: string[] };
-      /** The chunks written, as the store's chunk list (`encodeChunkRecords` in src/store/store.ts). */
-      chunkRecords: Uint8Array;
+      blob?: { digest: string; blocks: number };
+      written: { keys: string[]; blkaddrs: Float64Array };
       stats: ChunkStats;
     } & PackedResults)
-  /** Follows `layer` for a blob: its object index image, built on this thread. */
-  | { type: 'object-index'; digest: string; image?: Uint8Array; error?: SerializedError }
   | { type: 'persisted'; digest: string; error?: SerializedError }
   | { type: 'failed'; error: SerializedError }
   | { type: 'aborted' };
@@ -102,13 +98,9 @@ const BUFFERS = 6;
 
 /** What one layer gives back when it ends. */
 export interface LayerChunks {
-  /**
-   * The layer's blob, when it wrote any new chunk; `persisted` settles when it is durable under its
-   * name, `objectIndex` when the thread has built its object index (listing `objectDigests`).
-   */
-  blob?: { digest: string; blocks: number; persisted: Promise<void>; objectIndex: Promise<Buffer>; objectDigests: string[] };
-  /** The blob's chunk list for the store (`encodeChunkRecords` in src/store/store.ts). */
-  chunkRecords: Uint8Array;
+  /** The layer's blob, when it wrote any new chunk; `persisted` settles when it is durable under its name. */
+  blob?: { digest: string; blocks: number; persisted: Promise<void> };
+  written: WrittenChunk[];
   stats: ChunkStats;
 }
 
@@ -136,7 +128,6 @@ export class ChunkThread {
   private layerWaiter: { resolve: (layer: LayerChunks) => void; reject: (error: Error) => void } | undefined;
   private abortWaiter: (() => void) | undefined;
   private readonly persisting = new Map<string, { resolve: () => void; reject: (error: Error) => void }>();
-  private readonly objectIndexes = new Map<string, { resolve: (image: Buffer) => void; reject: (error: Error) => void }>();
   private failure: Error | undefined;
   private tempPath: string | undefined;
   private exited = false;
@@ -160,8 +151,8 @@ export class ChunkThread {
 
   private readonly onExit = (): void => {
     this.exited = true;
-    // After `close` the thread ends by itself once its blobs are durable (their object indexes sent before).
-    if (this.closing && this.persisting.size === 0 && this.objectIndexes.size === 0) return;
+    // After `close` the thread ends by itself once its blobs are durable.
+    if (this.closing && this.persisting.size === 0) return;
     this.fail(new Error('internal: the chunk thread exited'));
   };
 
@@ -177,27 +168,20 @@ export class ChunkThread {
         return;
       case 'layer': {
         this.takeResults(reply);
+        const { keys, blkaddrs } = reply.written;
+        const written = keys.map((key, i) => ({ key, blkaddr: blkaddrs[i]! }));
         let blob: LayerChunks['blob'];
         if (reply.blob !== undefined) {
-          const { digest, blocks, objectDigests } = reply.blob;
+          const { digest, blocks } = reply.blob;
           const persisted = new Promise<void>((resolve, reject) => this.persisting.set(digest, { resolve, reject }));
-          const objectIndex = new Promise<Buffer>((resolve, reject) => this.objectIndexes.set(digest, { resolve, reject }));
           // Awaited by whoever names the blob; a failure is also seen there.
           persisted.catch(() => {});
-          objectIndex.catch(() => {});
-          blob = { digest, blocks, persisted, objectIndex, objectDigests };
+          blob = { digest, blocks, persisted };
         }
         this.tempPath = undefined;
         const waiter = this.layerWaiter;
         this.layerWaiter = undefined;
-        waiter?.resolve({ ...(blob === undefined ? {} : { blob }), chunkRecords: reply.chunkRecords, stats: reply.stats });
-        return;
-      }
-      case 'object-index': {
-        const waiter = this.objectIndexes.get(reply.digest);
-        this.objectIndexes.delete(reply.digest);
-        if (reply.error !== undefined) waiter?.reject(deserializeError(reply.error));
-        else waiter?.resolve(Buffer.from(reply.image!.buffer, reply.image!.byteOffset, reply.image!.byteLength));
+        waiter?.resolve({ ...(blob === undefined ? {} : { blob }), written, stats: reply.stats });
         return;
       }
       case 'persisted': {
@@ -252,8 +236,6 @@ export class ChunkThread {
     this.layerWaiter = undefined;
     for (const waiter of this.persisting.values()) waiter.reject(failure);
     this.persisting.clear();
-    for (const waiter of this.objectIndexes.values()) waiter.reject(failure);
-    this.objectIndexes.clear();
     this.abortWaiter?.();
     this.abortWaiter = undefined;
   }

@@ -1,10 +1,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { ChunkIndex } from '../format/chunk.js';
-import { sharingEligibility } from '../format/eligibility.js';
-import { encodeChunkRecords, readChunkDictionary } from '../store/store.js';
+import { readChunkDictionary } from '../store/store.js';
 import { BlobWriter } from './blob.js';
 import { Chunker, type ChunkDictionary, type ChunkSizePolicy, type ReadAt, type ViewNext } from './chunker.js';
-import { buildObjectIndex, type ObjectEntry } from './objectIndex.js';
 import { createSha256 } from './sha256.js';
 import {
   DEVICE_CODE_CURRENT_BLOB,
@@ -199,8 +197,6 @@ async function runLayer(start: Extract<WorkItem, { type: 'layer' }>): Promise<vo
     set: (key, index) => void local.set(key, index),
   };
   const chunker = new Chunker(writer, DEVICE_CODE_CURRENT_BLOB, dictionary, start.policy);
-  // The blob's objects: files whose data lies wholly in it, by content digest (the first file wins).
-  const objects = new Map<string, ObjectEntry>();
   try {
     for (;;) {
       const item = await nextWork();
@@ -208,39 +204,22 @@ async function runLayer(start: Extract<WorkItem, { type: 'layer' }>): Promise<vo
       if (item.type === 'layer' || item.type === 'close') throw new Error(`internal: ${item.type} before the layer ended`);
       const data = await chunker.chunkFile('', readAt, item.sizeBytes, item.chunkBits, viewNext, content);
       if (data.kind !== 'chunks') throw new Error('internal: chunker returned inline data');
-      if (item.sizeBytes > 0) {
-        const digest = content.digest();
-        digests.push(digest);
-        // Eligible for sharing on this layer's blob (device code): one object of its object index.
-        const verdict = sharingEligibility(data.chunks, data.sizeBytes);
-        if (verdict.eligible && verdict.deviceId === DEVICE_CODE_CURRENT_BLOB) {
-          const hex = digest.toString('hex');
-          if (!objects.has(hex)) objects.set(hex, { contentSha256Hex: hex, sizeBytes: data.sizeBytes, chunkBits: data.chunkBits, chunks: data.chunks });
-        }
-      }
+      if (item.sizeBytes > 0) digests.push(content.digest());
       results.push(data.chunkBits, data.chunks.length);
       for (const chunk of data.chunks) results.push(chunk.blkaddr === null ? DEVICE_CODE_HOLE : chunk.deviceId, chunk.blkaddr ?? 0);
     }
     releaseHeld();
-    const chunkRecords = encodeChunkRecords(chunker.written);
+    const written = { keys: chunker.written.map((chunk) => chunk.key), blkaddrs: Float64Array.from(chunker.written, (chunk) => chunk.blkaddr) };
     if (writer.lengthBlocks === 0) {
       await writer.abort();
       const packed = takeResults();
-      postWithTable({ type: 'layer', chunkRecords, stats: chunker.stats, ...packed });
+      postWithTable({ type: 'layer', written, stats: chunker.stats, ...packed });
       return;
     }
     const blob = await writer.finish();
     for (const chunk of chunker.written) remember(chunk.key, blob.digest, chunk.blkaddr);
     const packed = takeResults();
-    const objectDigests = [...objects.keys()].sort();
-    postWithTable({ type: 'layer', blob: { digest: blob.digest, blocks: blob.blocks, objectDigests }, chunkRecords, stats: chunker.stats, ...packed }, [chunkRecords.buffer as ArrayBuffer]);
-    // Built here while the main thread goes on (it plans the image, or parses the next layer).
-    try {
-      const image = buildObjectIndex(blob.digest, blob.blocks, objectDigests.map((hex) => objects.get(hex)!), Math.log2(start.blockSizeBytes));
-      post({ type: 'object-index', digest: blob.digest, image }, [image.buffer as ArrayBuffer]);
-    } catch (error) {
-      post({ type: 'object-index', digest: blob.digest, error: serializeError(error) });
-    }
+    postWithTable({ type: 'layer', blob: { digest: blob.digest, blocks: blob.blocks }, written, stats: chunker.stats, ...packed });
     // Durable in the background: the next layer goes on meanwhile.
     const persisting = blob.persisted.then(
       () => post({ type: 'persisted', digest: blob.digest }),

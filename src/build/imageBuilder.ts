@@ -5,7 +5,7 @@ import { BlobWriter } from './blob.js';
 import type { ChunkSizePolicy, ChunkStats, ReadAt } from './chunker.js';
 import { DEVICE_CODE_CURRENT_BLOB, type ChunkThread } from './chunkThread.js';
 import { FINGERPRINT_IMAGE_OPTIONS, fingerprintXattr } from './fingerprint.js';
-import { OVERLAY_METACOPY_XATTR, OVERLAY_REDIRECT_XATTR, objectPath } from './objectIndex.js';
+import { OVERLAY_METACOPY_XATTR, OVERLAY_REDIRECT_XATTR, buildObjectIndex, objectPath, type ObjectEntry } from './objectIndex.js';
 import { emitMetadataImage, planMetadataImage, setVolumeUuid, type MetadataImageOptions } from './metadata.js';
 import { regularSizeBytes, type DirNode, type RegNode, type RegularData, type TreeNode } from './tree.js';
 
@@ -67,6 +67,16 @@ export class ImageBuilder {
   private readonly objectsOfDigest = new Map<string, Set<string>>();
   /** Blobs being made durable in the background, with their chunk lists and object indexes. */
   private readonly persisting: Promise<void>[] = [];
+  /**
+   * Object indexes of finished layers, built on this thread when the image is finished, before its
+   * metadata is planned: the store then writes and syncs them (and the blobs' chunk lists) while the
+   * image is planned and emitted, rather than after it, and the image's planning runs warm from
+   * theirs. A thread of their own cost more (its start-up, and planning at the same time as the
+   * image took both cores from the image) than building them here; while later layers stream they
+   * would take the main thread from them.
+   */
+  private readonly objectIndexJobs: (() => void)[] = [];
+
   constructor(
     private readonly store: ChunkStore,
     /** The build's chunking thread, shared by its images. */
@@ -93,6 +103,7 @@ export class ImageBuilder {
     const slot: BlobSlot = { fresh: true };
     this.slots.push(slot);
     const currentSlot = this.slots.length;
+    const layerFiles: RegularData[] = [];
     const chunks = this.chunks;
     chunks.beginLayer(BlobWriter.temporaryPath(this.store.blobsDir), 2 ** this.options.blockSizeBits, this.options.policy, {
       deviceId: (code, blobDigest) => (code === DEVICE_CODE_CURRENT_BLOB ? currentSlot : this.slotFor(blobDigest!)),
@@ -106,7 +117,10 @@ export class ImageBuilder {
         this.bytes += sizeBytes;
         this.options.onProgress?.({ files: this.files, bytes: this.bytes });
         // Chunk indexes arrive later; fingerprints are added by finish().
-        const taken = (data: RegularData): StoredFile => ({ data, xattrs: [] });
+        const taken = (data: RegularData): StoredFile => {
+          if (sizeBytes > 0) layerFiles.push(data);
+          return { data, xattrs: [] };
+        };
         return stored instanceof Promise ? stored.then(taken) : taken(stored);
       });
       this.options.signal?.throwIfAborted();
@@ -116,17 +130,37 @@ export class ImageBuilder {
         slot.digest = blob.digest;
         slot.blocks = blob.blocks;
         if (!this.slotOfDigest.has(blob.digest)) this.slotOfDigest.set(blob.digest, currentSlot);
-        // The chunk thread builds the blob's object index (of this layer's files whose data lies
-        // wholly in it) and encodes its chunk list. Later layers deduplicate against the blob at
-        // once (that thread knows its chunks); its files reach the store in the background (blob
-        // fsync and rename first, then what names it), awaited by finish().
-        this.objectsOfDigest.set(blob.digest, new Set(blob.objectDigests));
-        const { chunkRecords } = ended;
+        // Objects of this blob: this layer's files whose data lies wholly in it.
+        const objects = new Map<string, ObjectEntry>();
+        for (const data of layerFiles) {
+          if (data.kind !== 'chunks') continue;
+          const verdict = sharingEligibility(data.chunks, data.sizeBytes);
+          const hex = this.contentOf.get(data)!;
+          if (!verdict.eligible || verdict.deviceId !== currentSlot || objects.has(hex)) continue;
+          objects.set(hex, { contentSha256Hex: hex, sizeBytes: data.sizeBytes, chunkBits: data.chunkBits, chunks: data.chunks.map((c) => (c.blkaddr === null ? c : { deviceId: 1, blkaddr: c.blkaddr })) });
+        }
+        const digests = [...objects.keys()].sort();
+        const objectIndex = new Promise<Buffer>((resolve, reject) => {
+          this.objectIndexJobs.push(() => {
+            try {
+              resolve(buildObjectIndex(blob.digest, blob.blocks, digests.map((digest) => objects.get(digest)!), this.options.blockSizeBits));
+            } catch (error) {
+              reject(error as Error);
+            }
+          });
+        });
+        this.objectsOfDigest.set(blob.digest, new Set(digests));
+        // Later layers deduplicate against this blob at once (the chunk thread knows its chunks);
+        // its files reach the store in the background (blob fsync and rename first, then what
+        // names it), awaited by finish().
+        const written = ended.written;
+        // Seen through `persisting`; it may fail before that chain waits for it.
+        objectIndex.catch(() => {});
         this.persisting.push(
           (async () => {
             await blob.persisted;
-            await this.store.addObjectIndex(blob.digest, await blob.objectIndex, blob.objectDigests);
-            await this.store.addBlobChunks(blob.digest, chunkRecords);
+            await this.store.addObjectIndex(blob.digest, await objectIndex, digests);
+            await this.store.addBlobChunks(blob.digest, written);
           })(),
         );
       }
@@ -168,12 +202,18 @@ export class ImageBuilder {
     return verdicts;
   }
 
+  /** Builds the object indexes still waiting; the store writes each in the background (see {@link persisting}). */
+  private buildObjectIndexes(): void {
+    for (const job of this.objectIndexJobs.splice(0)) job();
+  }
+
   /**
    * Waits until every blob this build wrote is in the store under its name with its chunk list and
    * object index. `rethrow` false (a build that failed anyway): waits without raising, so nothing
    * is still being written when the caller cleans up.
    */
   async settle(rethrow = false): Promise<void> {
+    this.buildObjectIndexes();
     const results = await Promise.allSettled(this.persisting.splice(0));
     const failed = results.find((result) => result.status === 'rejected');
     if (rethrow && failed !== undefined) throw (failed as PromiseRejectedResult).reason;
@@ -217,6 +257,7 @@ export class ImageBuilder {
       blockSizeBits,
       devices: blobDigests.map((digest) => ({ tag: digest, blocks: blocksOf(digest) })),
     };
+    this.buildObjectIndexes();
     const plan = planMetadataImage(root, base);
     // A volume UUID derived from the image's own bytes: the same input gives the same image.
     const image = emitMetadataImage(plan, base);

@@ -79,25 +79,17 @@ export class ChunkStore {
     await writeFileAtomically(path.join(this.objectsDir, `${blobDigest}.objects`), Buffer.from(objectDigests.map((d) => `${d}\n`).join('')));
   }
 
-  /** Records the chunks of a blob that is already in place under its digest (`records` from {@link encodeChunkRecords}). */
-  async addBlobChunks(blobDigest: string, records: Uint8Array): Promise<void> {
-    await writeFileAtomically(path.join(this.chunksDir, `${blobDigest}${INDEX_SUFFIX}`), records);
+  /** Records the chunks of a blob that is already in place under its digest. */
+  async addBlobChunks(blobDigest: string, written: readonly { key: string; blkaddr: number }[]): Promise<void> {
+    const bytes = Buffer.alloc(written.length * RECORD_SIZE_BYTES);
+    written.forEach(({ key, blkaddr }, i) => {
+      const { digest, lengthBytes } = parseChunkKey(key);
+      digest.copy(bytes, i * RECORD_SIZE_BYTES);
+      bytes.writeBigUInt64LE(BigInt(lengthBytes), i * RECORD_SIZE_BYTES + 32);
+      bytes.writeUInt32LE(blkaddr, i * RECORD_SIZE_BYTES + 40);
+    });
+    await writeFileAtomically(path.join(this.chunksDir, `${blobDigest}${INDEX_SUFFIX}`), bytes);
   }
-}
-
-/**
- * A blob's chunk list as the store keeps it: per chunk its BLAKE3 digest, length and block address.
- * Encoded where the chunks were written (the chunk thread), so the main thread only stores it.
- */
-export function encodeChunkRecords(written: readonly { key: string; blkaddr: number }[]): Buffer {
-  const bytes = Buffer.alloc(written.length * RECORD_SIZE_BYTES);
-  written.forEach(({ key, blkaddr }, i) => {
-    const { digest, lengthBytes } = parseChunkKey(key);
-    digest.copy(bytes, i * RECORD_SIZE_BYTES);
-    bytes.writeBigUInt64LE(BigInt(lengthBytes), i * RECORD_SIZE_BYTES + 32);
-    bytes.writeUInt32LE(blkaddr, i * RECORD_SIZE_BYTES + 40);
-  });
-  return bytes;
 }
 
 /**
