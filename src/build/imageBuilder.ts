@@ -11,6 +11,9 @@ import { regularSizeBytes, type DirNode, type RegNode, type RegularData, type Tr
 
 /** The metacopy xattr's value, shared by every file that carries it (nothing writes into it). */
 const EMPTY_VALUE = Buffer.alloc(0);
+/** Chunk indexes standing for data inline in the metadata image (device 0), for its sharing verdict. */
+const INLINE_DATA = [{ deviceId: 0, blkaddr: 0 }];
+const NOT_IN_OBJECT_INDEX = { eligible: false, reason: 'not in the object index of its blob' } as const;
 
 export interface ImageBuilderOptions {
   blockSizeBits: number;
@@ -176,30 +179,39 @@ export class ImageBuilder {
    * Marks every file whose data is one object of its blob's object index with overlayfs metacopy
    * and redirect xattrs. A plain EROFS mount ignores them (the chunk indexes still map the data);
    * an overlay with the object indexes as data-only layers reads the data through the object.
+   * Returns the report's sharing classes, from the same verdict per file.
    */
-  private async markObjects(regularNodes: readonly RegNode[]): Promise<Map<RegNode, 'object' | 'not in the object index of its blob'>> {
-    const verdicts = new Map<RegNode, 'object' | 'not in the object index of its blob'>();
+  private async markObjects(regularNodes: readonly RegNode[]): Promise<Record<string, SharingClass>> {
+    // The object lists of store blobs (this build's are at hand).
+    for (const { digest } of this.slots) {
+      if (digest !== undefined && !this.objectsOfDigest.has(digest)) this.objectsOfDigest.set(digest, await this.store.objectDigests(digest));
+    }
+    const classes: Record<string, SharingClass> = {};
     for (const node of regularNodes) {
-      if (node.data.kind !== 'chunks') continue;
-      const verdict = sharingEligibility(node.data.chunks, node.data.sizeBytes);
-      const hex = this.contentOf.get(node.data);
-      if (!verdict.eligible || hex === undefined) continue;
-      const digest = this.slots[verdict.deviceId - 1]?.digest;
-      if (digest === undefined) continue;
-      let objects = this.objectsOfDigest.get(digest);
-      if (objects === undefined) {
-        objects = await this.store.objectDigests(digest);
-        this.objectsOfDigest.set(digest, objects);
-      }
-      if (!objects.has(hex)) {
-        verdicts.set(node, 'not in the object index of its blob');
+      const sizeBytes = regularSizeBytes(node.data);
+      if (node.data.kind !== 'chunks') {
+        addToSharingClasses(classes, sizeBytes, sharingEligibility(INLINE_DATA, sizeBytes));
         continue;
       }
-      node.xattrs.set(OVERLAY_METACOPY_XATTR, EMPTY_VALUE);
-      node.xattrs.set(OVERLAY_REDIRECT_XATTR, Buffer.from(objectPath(hex)));
-      verdicts.set(node, 'object');
+      const verdict = sharingEligibility(node.data.chunks, sizeBytes);
+      addToSharingClasses(classes, sizeBytes, verdict.eligible && !this.markObject(node, verdict.deviceId) ? NOT_IN_OBJECT_INDEX : verdict);
     }
-    return verdicts;
+    return classes;
+  }
+
+  /**
+   * Marks one eligible file (data wholly on device `slot`) as its blob's object; false when that
+   * blob's object index does not list it (a blob written before object indexes existed).
+   */
+  private markObject(node: RegNode, slot: number): boolean {
+    const hex = this.contentOf.get(node.data);
+    const digest = this.slots[slot - 1]?.digest;
+    const objects = digest === undefined ? undefined : this.objectsOfDigest.get(digest);
+    if (hex === undefined || objects === undefined) return true;
+    if (!objects.has(hex)) return false;
+    node.xattrs.set(OVERLAY_METACOPY_XATTR, EMPTY_VALUE);
+    node.xattrs.set(OVERLAY_REDIRECT_XATTR, Buffer.from(objectPath(hex)));
+    return true;
   }
 
   /** Builds the object indexes still waiting; the store writes each in the background (see {@link persisting}). */
@@ -228,7 +240,7 @@ export class ImageBuilder {
         if (hex !== undefined) node.xattrs.set(...fingerprintXattr(Buffer.from(hex, 'hex')));
       }
     }
-    const objectVerdicts = await this.markObjects(regularNodes);
+    const sharing = await this.markObjects(regularNodes);
     // Renumber provisional slots to device ids 1..n over the slots actually used: blobs that were
     // already in the store first (lower layers, base images), then this build's, each in the order met.
     const used = new Set<number>();
@@ -273,7 +285,7 @@ export class ImageBuilder {
       stats: {
         chunks: { ...this.stats, dedupRatio: stored === 0 ? 1 : (this.stats.bytesWritten + this.stats.bytesReused) / stored },
         singleChunkFiles,
-        sharing: sharingReport(regularNodes, objectVerdicts),
+        sharing,
       },
     };
   }
@@ -291,16 +303,4 @@ function uniqueRegularNodes(root: DirNode): RegNode[] {
     else if (node.kind === 'reg') out.push(node);
   }
   return out;
-}
-
-function sharingReport(nodes: readonly RegNode[], objectVerdicts: ReadonlyMap<RegNode, string>): Record<string, SharingClass> {
-  const classes: Record<string, SharingClass> = {};
-  for (const node of nodes) {
-    const sizeBytes = regularSizeBytes(node.data);
-    let verdict = sharingEligibility(node.data.kind === 'chunks' ? node.data.chunks : [{ deviceId: 0, blkaddr: 0 }], sizeBytes);
-    const objectVerdict = objectVerdicts.get(node);
-    if (verdict.eligible && objectVerdict !== undefined && objectVerdict !== 'object') verdict = { eligible: false, reason: 'not in the object index of its blob', deviceIds: [verdict.deviceId] };
-    addToSharingClasses(classes, sizeBytes, verdict);
-  }
-  return classes;
 }

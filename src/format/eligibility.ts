@@ -9,6 +9,18 @@ export type SharingEligibility =
 
 export function sharingEligibility(chunks: readonly { deviceId: number; blkaddr: number | null }[], sizeBytes: number): SharingEligibility {
   if (sizeBytes === 0) return { eligible: false, reason: 'empty', deviceIds: [] };
+  // Most files have their data on one device: found in one pass, without building the set below
+  // (this runs for every file of every image, on the build's critical path).
+  let only: number | undefined;
+  for (const chunk of chunks) {
+    if (chunk.blkaddr === null) continue;
+    if (only === undefined) only = chunk.deviceId;
+    else if (chunk.deviceId !== only) {
+      only = -1;
+      break;
+    }
+  }
+  if (only !== undefined && only > 0) return { eligible: true, deviceId: only };
   const devices = [...new Set(chunks.filter((c) => c.blkaddr !== null).map((c) => c.deviceId))].sort((a, b) => a - b);
   if (devices.length === 0) return { eligible: false, reason: 'no data (all holes)', deviceIds: [] };
   if (devices.length > 1) return { eligible: false, reason: 'data spans several blobs', deviceIds: devices };
