@@ -6,10 +6,8 @@
  * on, 1.6 of the chunk thread's 3.8 CPU-seconds on an 876 MB layer (perf; BENCHMARKS.md), more than
  * its hashing. And the data had to be written back anyway. With O_DIRECT the disk reads the bytes
  * from our buffers. Direct writes block until the device has them, so a thread of ours does them
- * while the build goes on: the caller fills the writer's aligned slots (which `open` hands out as
- * ArrayBuffers) and queues them with `submit`, which waits only when the disk is behind. The bytes
- * are not copied on the way: the writing thread reads the slot, which the caller leaves alone until a
- * later submit or a drain says it is written. The slots belong to the writer and are freed with it.
+ * while the build goes on: the caller's submit only copies into a free aligned slot, and waits only
+ * when the disk is behind.
  *
  * Where the file system refuses O_DIRECT (ramfs, or an alignment it does not accept), writes go
  * through the page cache instead, with the same results.
@@ -35,8 +33,6 @@ struct writer {
   size_t slot_bytes;
   int slot_count;
   uint8_t *slots[MAX_SLOTS];
-  /* Queued writes: bytes within the slots (not copied), their length and file position. */
-  const uint8_t *buffers[MAX_SLOTS];
   size_t lengths[MAX_SLOTS];
   off_t positions[MAX_SLOTS];
   /* Queued slots are head .. head + queued - 1 (mod slot_count), written in that order. */
@@ -94,7 +90,7 @@ static void *write_loop(void *data) {
     int slot = w->head;
     int failed = w->error;
     pthread_mutex_unlock(&w->lock);
-    int error = failed ? 0 : write_slot(w, w->buffers[slot], w->lengths[slot], w->positions[slot]);
+    int error = failed ? 0 : write_slot(w, w->slots[slot], w->lengths[slot], w->positions[slot]);
     pthread_mutex_lock(&w->lock);
     if (error != 0 && w->error == 0) w->error = error;
     w->head = (w->head + 1) % w->slot_count;
@@ -105,7 +101,7 @@ static void *write_loop(void *data) {
   return NULL;
 }
 
-/* Stops and joins the thread once the queued writes are done. Safe to call twice. */
+/* Stops and joins the thread, frees the slots. Safe to call twice. */
 static void stop_writer(struct writer *w) {
   if (w->running) {
     pthread_mutex_lock(&w->lock);
@@ -115,6 +111,10 @@ static void stop_writer(struct writer *w) {
     pthread_join(w->thread, NULL);
     w->running = 0;
   }
+  for (int i = 0; i < w->slot_count; i++) {
+    free(w->slots[i]);
+    w->slots[i] = NULL;
+  }
 }
 
 static void finalize_writer(napi_env env, void *data, void *hint) {
@@ -122,8 +122,6 @@ static void finalize_writer(napi_env env, void *data, void *hint) {
   (void)hint;
   struct writer *w = data;
   stop_writer(w);
-  /* The slots' ArrayBuffers are held only by the caller's writer object, which is gone with this. */
-  for (int i = 0; i < w->slot_count; i++) free(w->slots[i]);
   pthread_mutex_destroy(&w->lock);
   pthread_cond_destroy(&w->changed);
   free(w);
@@ -155,7 +153,7 @@ static void throw_errno(napi_env env, int error, const char *what) {
   napi_throw(env, value);
 }
 
-/* open(fd, slotBytes, slots) -> { writer, direct, slots } */
+/* open(fd, slotBytes, slots) -> { writer, direct } */
 static napi_value open_writer(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -198,35 +196,14 @@ static napi_value open_writer(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "direct-write: Node-API call failed: napi_create_external");
     return NULL;
   }
-  napi_value slot_list;
   CHECK(napi_create_object(env, &result));
   CHECK(napi_get_boolean(env, w->direct, &direct));
   CHECK(napi_set_named_property(env, result, "writer", handle));
   CHECK(napi_set_named_property(env, result, "direct", direct));
-  CHECK(napi_create_array_with_length(env, (size_t)slots, &slot_list));
-  for (int i = 0; i < slots; i++) {
-    napi_value slot;
-    /* No finalizer: the writer frees its slots (finalize_writer). */
-    CHECK(napi_create_external_arraybuffer(env, w->slots[i], slot_bytes, NULL, NULL, &slot));
-    CHECK(napi_set_element(env, slot_list, (uint32_t)i, slot));
-  }
-  CHECK(napi_set_named_property(env, result, "slots", slot_list));
   return result;
 }
 
-/* Whether `length` bytes at `bytes` lie within one slot of the writer. */
-static int within_a_slot(const struct writer *w, const uint8_t *bytes, size_t length) {
-  for (int i = 0; i < w->slot_count; i++) {
-    if (bytes >= w->slots[i] && bytes + length <= w->slots[i] + w->slot_bytes) return 1;
-  }
-  return 0;
-}
-
-/*
- * submit(writer, bytes, positionBytes): queues `bytes`, a view into one of the writer's slots (not
- * copied: left alone by the caller until written), then waits until fewer than `slots` writes are
- * queued, so the slot of the oldest earlier submit is free again.
- */
+/* submit(writer, bytes, positionBytes) */
 static napi_value submit(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -239,29 +216,28 @@ static napi_value submit(napi_env env, napi_callback_info info) {
   double position;
   if (napi_get_typedarray_info(env, argv[1], &type, &length, &bytes, NULL, NULL) != napi_ok || type != napi_uint8_array ||
       napi_get_value_double(env, argv[2], &position) != napi_ok || position < 0 || position > 9007199254740991.0 ||
-      (uint64_t)position % ALIGNMENT != 0 || length % ALIGNMENT != 0 || (length > 0 && ((uintptr_t)bytes % ALIGNMENT != 0 || !within_a_slot(w, bytes, length))) ||
-      !w->running) {
-    napi_throw_type_error(env, NULL, "direct-write: submit(writer, bytes (aligned, a multiple of 4096, within a slot), position (a multiple of 4096)) on an open writer");
+      (uint64_t)position % ALIGNMENT != 0 || length % ALIGNMENT != 0 || length > w->slot_bytes || !w->running) {
+    napi_throw_type_error(env, NULL, "direct-write: submit(writer, bytes (a multiple of 4096, at most a slot), position (a multiple of 4096)) on an open writer");
     return NULL;
   }
+  if (length == 0) return NULL;
   pthread_mutex_lock(&w->lock);
   while (w->queued == w->slot_count && w->error == 0) pthread_cond_wait(&w->changed, &w->lock);
   int error = w->error;
-  if (error == 0 && length > 0) {
-    int slot = (w->head + w->queued) % w->slot_count;
-    w->buffers[slot] = bytes;
-    w->lengths[slot] = length;
-    w->positions[slot] = (off_t)position;
-    w->queued++;
-    pthread_cond_broadcast(&w->changed);
-    while (w->queued == w->slot_count && w->error == 0) pthread_cond_wait(&w->changed, &w->lock);
-    error = w->error;
-  }
+  int slot = (w->head + w->queued) % w->slot_count;
   pthread_mutex_unlock(&w->lock);
   if (error != 0) {
     throw_errno(env, error, "write failed");
     return NULL;
   }
+  /* The thread only reads queued slots: this one is ours until it is queued. */
+  memcpy(w->slots[slot], bytes, length);
+  w->lengths[slot] = length;
+  w->positions[slot] = (off_t)position;
+  pthread_mutex_lock(&w->lock);
+  w->queued++;
+  pthread_cond_broadcast(&w->changed);
+  pthread_mutex_unlock(&w->lock);
   return NULL;
 }
 

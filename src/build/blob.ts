@@ -26,10 +26,7 @@ const WRITEBACK_BYTES = 32 << 20;
  * direct-I/O alignment (blob blocks are whole pages, so chunks start on it).
  */
 const WRITE_ALIGNMENT_BYTES = 4096;
-/**
- * Slots of the direct writer, filled in turn: one on the disk while the next is filled (a submit
- * returns once the slot after it is free).
- */
+/** Writes queued to the direct writer's thread at once: one on the disk, one waiting (the window is being filled meanwhile). */
 const DIRECT_SLOTS = 2;
 
 /** The direct-write addon (native/direct-write), or null when it is not built. */
@@ -57,14 +54,9 @@ export class BlobWriter {
   private persisting: Promise<void> | undefined;
   /**
    * Written bytes not yet passed to the file: they belong at `pendingStartBytes`, which is aligned.
-   * Only the aligned part leaves when the window is flushed; the rest moves to the front of the next
-   * window. With the direct-write addon the windows are its slots, in turn, and a flushed slot is
-   * written from where it is (the addon's thread reads it; nothing here touches it until it is
-   * written); without it, one buffer of ours.
+   * Only the aligned part leaves when the window is flushed; the rest moves to its front.
    */
-  private pending: Buffer;
-  private readonly windows: Buffer[];
-  private windowIndex = 0;
+  private readonly pending = Buffer.allocUnsafe(WRITE_BUFFER_BYTES);
   private pendingStartBytes = 0;
   private pendingBytes = 0;
   /** Bytes written since the last background data sync started, and that sync while it runs. */
@@ -79,12 +71,9 @@ export class BlobWriter {
     readonly tempPath: string,
     readonly blobsDir: string,
     readonly blockSizeBytes: number,
-    /** The direct writer's thread, when the addon is built (O_DIRECT, or the page cache where refused), and its slots. */
-    private readonly direct: { binding: DirectWriteBinding; writer: DirectWriter; slots: ArrayBuffer[] } | undefined,
-  ) {
-    this.windows = direct === undefined ? [Buffer.allocUnsafe(WRITE_BUFFER_BYTES)] : direct.slots.map((slot) => Buffer.from(slot));
-    this.pending = this.windows[0]!;
-  }
+    /** The direct writer's thread, when the addon is built (O_DIRECT, or the page cache where refused). */
+    private readonly direct: { binding: DirectWriteBinding; writer: DirectWriter } | undefined,
+  ) {}
 
   /** A name for a new temporary blob inside `blobsDir` (the store's `blobs/sha256`). */
   static temporaryPath(blobsDir: string): string {
@@ -98,12 +87,9 @@ export class BlobWriter {
     if (blockSizeBytes % WRITE_ALIGNMENT_BYTES !== 0) throw new RangeError(`blob block size ${blockSizeBytes} is not a multiple of ${WRITE_ALIGNMENT_BYTES}`);
     const fd = openSync(tempPath, 'wx+');
     const binding = directWrite();
-    let direct: { binding: DirectWriteBinding; writer: DirectWriter; slots: ArrayBuffer[] } | undefined;
+    let direct: { binding: DirectWriteBinding; writer: DirectWriter } | undefined;
     try {
-      if (binding !== null) {
-        const { writer, slots } = binding.open(fd, WRITE_BUFFER_BYTES, DIRECT_SLOTS);
-        direct = { binding, writer, slots };
-      }
+      if (binding !== null) direct = { binding, writer: binding.open(fd, WRITE_BUFFER_BYTES, DIRECT_SLOTS).writer };
     } catch (error) {
       closeSync(fd);
       await rm(tempPath, { force: true });
@@ -166,17 +152,9 @@ export class BlobWriter {
     // Direct writes start no data syncs on the way: they are on the disk already, and syncs during them
     // (for ext4 to commit their extents early) made the 1 GB layer's build 0.5-0.8 s slower (3
     // interleaved runs each way), for a final fsync 0.46 s shorter that nothing on the main thread waits for.
-    if (this.direct !== undefined) {
-      // Returns once the next slot is free; this one is written from where it is.
-      this.direct.binding.submit(this.direct.writer, bytes, this.pendingStartBytes);
-      this.windowIndex = (this.windowIndex + 1) % this.windows.length;
-      const next = this.windows[this.windowIndex]!;
-      this.pending.copy(next, 0, aligned, this.pendingBytes);
-      this.pending = next;
-    } else {
-      this.writeFully(bytes, this.pendingStartBytes);
-      this.pending.copyWithin(0, aligned, this.pendingBytes);
-    }
+    if (this.direct !== undefined) this.direct.binding.submit(this.direct.writer, bytes, this.pendingStartBytes);
+    else this.writeFully(bytes, this.pendingStartBytes);
+    this.pending.copyWithin(0, aligned, this.pendingBytes);
     this.pendingStartBytes += aligned;
     this.pendingBytes -= aligned;
   }

@@ -1,10 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, openSync } from 'node:fs';
 import { mkdir, readdir, readFile, readlink, rmdir, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
-import type * as DirectWrite from '@mkfs-erofs-ts/direct-write';
 import { join } from 'node:path';
 import { BlobWriter } from '../../src/build/blob.js';
 import { run, runChecked } from '../helpers/exec.js';
@@ -126,36 +123,5 @@ test('a full disk fails the blob with ENOSPC (from the writing thread), and abor
       await writer.abort();
       assert.deepEqual(await readdir(blobs), []);
     });
-  });
-});
-
-test('the direct-write addon writes from its own slots, uncopied, and refuses any other memory', async () => {
-  await withTempDir(async (dir) => {
-    const binding = createRequire(import.meta.url)('@mkfs-erofs-ts/direct-write') as typeof DirectWrite;
-    const file = join(dir, 'blob');
-    const fd = openSync(file, 'w');
-    try {
-      const { writer, slots } = binding.open(fd, 2 * BLOCK, 2);
-      assert.deepEqual(
-        slots.map((slot) => slot.byteLength),
-        [2 * BLOCK, 2 * BLOCK],
-      );
-      const first = new Uint8Array(slots[0]!).fill(1);
-      const second = new Uint8Array(slots[1]!).fill(2);
-      assert.throws(() => binding.submit(writer, Buffer.alloc(BLOCK), 0), TypeError, 'memory of ours, not a slot');
-      assert.throws(() => binding.submit(writer, first.subarray(512, 512 + BLOCK), 0), TypeError, 'an unaligned address');
-      assert.throws(() => binding.submit(writer, first.subarray(0, 100), 0), TypeError, 'an unaligned length');
-      binding.submit(writer, first.subarray(0, BLOCK), 0);
-      binding.submit(writer, second, BLOCK);
-      // Returned: the first slot is written, and may be filled again.
-      first.fill(3);
-      binding.submit(writer, first.subarray(0, BLOCK), 3 * BLOCK);
-      binding.drain(writer, true);
-      binding.close(writer);
-    } finally {
-      closeSync(fd);
-    }
-    const expected = Buffer.concat([Buffer.alloc(BLOCK, 1), Buffer.alloc(2 * BLOCK, 2), Buffer.alloc(BLOCK, 3)]);
-    assert.ok((await readFile(file)).equals(expected));
   });
 });
