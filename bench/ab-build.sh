@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A/B of two revisions of this repository on the same layer: each revision is checked out into a
-# temporary worktree (sharing this checkout's node_modules) and built; then `build LAYER --chunk-size 1M`
+# temporary worktree (with this checkout's node_modules, but its own native addons) and built; then `build LAYER --chunk-size 1M`
 # runs alternately with each (order swapped every round), warm page cache, `sync` before every run.
 # Prints the table of wall time, CPU time and peak memory, and whether both revisions wrote
 # byte-identical outputs (reports included: both were built at the same path): a speed change should
@@ -24,7 +24,16 @@ trap cleanup EXIT
 for side in a b; do
   rev=$([ $side = a ] && echo "$1" || echo "$2")
   git -C "$REPO" worktree add --detach -q "$WORK/$side" "$rev"
-  ln -s "$REPO/node_modules" "$WORK/$side/node_modules"
+  # This checkout's node_modules, but our native addons (native/*) built from each revision's own
+  # source: a change to an addon is part of what is compared.
+  mkdir "$WORK/$side/node_modules" "$WORK/$side/node_modules/@mkfs-erofs-ts"
+  for entry in "$REPO"/node_modules/* "$REPO"/node_modules/.bin; do
+    [ "$(basename "$entry")" = @mkfs-erofs-ts ] || ln -s "$entry" "$WORK/$side/node_modules/"
+  done
+  for addon in "$WORK/$side"/native/*/; do
+    (cd "$addon" && npm run --silent install >/dev/null 2>&1) || { echo "building $addon failed" >&2; exit 1; }
+    ln -s "$addon" "$WORK/$side/node_modules/@mkfs-erofs-ts/$(basename "$addon")"
+  done
   (cd "$WORK/$side" && npm run --silent build >&2)
   echo "$side: $(git -C "$WORK/$side" log --oneline -1 | cut -c1-80)"
 done
