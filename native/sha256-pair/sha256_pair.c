@@ -188,54 +188,56 @@ static struct sha256_state *state_of(napi_env env, napi_value value) {
   return (struct sha256_state *)bytes_of(env, value, sizeof(struct sha256_state), NULL, "sha256-pair: a state must be a Uint8Array of at least 112 bytes");
 }
 
+/*
+ * The call's `count` arguments into `argv`, the first a state: that state, or NULL with an exception
+ * pending (missing arguments read as undefined, which state_of and bytes_of refuse).
+ */
+static struct sha256_state *call_with_state(napi_env env, napi_callback_info info, size_t count, napi_value *argv) {
+  size_t argc = count;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+    napi_throw_error(env, NULL, "sha256-pair: Node-API call failed: napi_get_cb_info");
+    return NULL;
+  }
+  return state_of(env, argv[0]);
+}
+
+/* init(state) */
 static napi_value init(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  struct sha256_state *s = state_of(env, argv[0]);
+  struct sha256_state *s = call_with_state(env, info, 1, argv);
   if (s == NULL) return NULL;
   memset(s, 0, sizeof *s);
   memcpy(s->h, INITIAL, sizeof INITIAL);
   return NULL;
 }
 
+/* update(state, bytes) */
 static napi_value update_js(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  struct sha256_state *s = state_of(env, argv[0]);
-  if (s == NULL) return NULL;
+  struct sha256_state *s = call_with_state(env, info, 2, argv);
   size_t length;
-  uint8_t *bytes = bytes_of(env, argv[1], 0, &length, "sha256-pair: bytes must be a Uint8Array");
-  if (bytes == NULL) return NULL;
-  update(s, bytes, length);
+  uint8_t *bytes = s == NULL ? NULL : bytes_of(env, argv[1], 0, &length, "sha256-pair: bytes must be a Uint8Array");
+  if (bytes != NULL) update(s, bytes, length);
   return NULL;
 }
 
+/* updatePair(stateA, stateB, bytes) */
 static napi_value update_pair_js(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  struct sha256_state *a = state_of(env, argv[0]);
-  if (a == NULL) return NULL;
-  struct sha256_state *b = state_of(env, argv[1]);
-  if (b == NULL) return NULL;
+  struct sha256_state *a = call_with_state(env, info, 3, argv);
+  struct sha256_state *b = a == NULL ? NULL : state_of(env, argv[1]);
   size_t length;
-  uint8_t *bytes = bytes_of(env, argv[2], 0, &length, "sha256-pair: bytes must be a Uint8Array");
-  if (bytes == NULL) return NULL;
-  update_pair(a, b, bytes, length);
+  uint8_t *bytes = b == NULL ? NULL : bytes_of(env, argv[2], 0, &length, "sha256-pair: bytes must be a Uint8Array");
+  if (bytes != NULL) update_pair(a, b, bytes, length);
   return NULL;
 }
 
+/* digest(state, out) */
 static napi_value digest_js(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  struct sha256_state *s = state_of(env, argv[0]);
-  if (s == NULL) return NULL;
-  uint8_t *out = bytes_of(env, argv[1], 32, NULL, "sha256-pair: the digest goes into a Uint8Array of at least 32 bytes");
-  if (out == NULL) return NULL;
-  finish(s, out);
+  struct sha256_state *s = call_with_state(env, info, 2, argv);
+  uint8_t *out = s == NULL ? NULL : bytes_of(env, argv[1], 32, NULL, "sha256-pair: the digest goes into a Uint8Array of at least 32 bytes");
+  if (out != NULL) finish(s, out);
   return NULL;
 }
 
