@@ -87,7 +87,10 @@ export function decompressOffThread(compressed: Readable, options: InflateOption
             break;
           }
           const piece = next.value;
-          const buffer = (piece.buffer as ArrayBuffer).slice(piece.byteOffset, piece.byteOffset + piece.byteLength);
+          // A piece that is all of its ArrayBuffer (a file read's own buffer) is handed over as it
+          // is; others (views into a larger or shared buffer) are copied out first.
+          const whole = piece.byteOffset === 0 && piece.byteLength === piece.buffer.byteLength && piece.buffer instanceof ArrayBuffer;
+          const buffer = whole ? piece.buffer : (piece.buffer as ArrayBuffer).slice(piece.byteOffset, piece.byteOffset + piece.byteLength);
           inFlight++;
           worker.postMessage({ type: 'input', buffer } satisfies InflateRequest, [buffer]);
         }
