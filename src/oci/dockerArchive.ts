@@ -131,7 +131,7 @@ export async function readDockerArchive(files: SourceFiles, options: SelectOptio
       const layer: LayerDescriptor = { mediaType, sizeBytes, diffId: diffId.text, label: subject };
       if (digest !== undefined) layer.digest = digest.text;
       info.layers.push(layer);
-      const location: LayerLocation = { subject, compression, open: () => files.openStream(path), sizeBytes, diffId };
+      const location: LayerLocation = { subject, compression, open: () => files.openStream(path), ownPieces: true, sizeBytes, diffId };
       if (digest !== undefined) location.digest = digest;
       locations.set(layer, location);
     }

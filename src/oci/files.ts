@@ -21,6 +21,7 @@ export interface SourceFiles {
   sizeOf(path: string): Promise<number | undefined>;
   /** The first `maxBytes` bytes (all of a smaller file). The file must exist (see {@link sizeOf}). */
   read(path: string, maxBytes: number): Promise<Buffer>;
+  /** The file's bytes, in fresh buffers that nothing else holds (file reads; see `ownPieces` in layerStream.ts). */
   openStream(path: string): Readable;
 }
 

@@ -51,14 +51,15 @@ export type InflateResponse =
 /**
  * The decompressed bytes of `compressed`, as a Readable. zlib's errors come out as Errors with
  * zlib's `code` (Z_DATA_ERROR, Z_BUF_ERROR for a truncated stream), as from `createGunzip`; zstd's
- * with {@link ZSTD_ERROR_CODE}; an error of `compressed` comes out unchanged. At the end, `check`
+ * with {@link ZSTD_ERROR_CODE}; an error of `compressed` comes out unchanged. `ownPieces`: its buffers
+ * are fresh and ours to detach (see LayerLocation.ownPieces). At the end, `check`
  * gets the digests (and may throw) before the stream ends. Destroying the result destroys
  * `compressed` and stops the worker.
  *
  * A Readable over a generator rather than a Duplex pipeline stage: destroying a Readable.from
  * returns the generator (its `finally` stops the worker), where a Duplex.from stage left it waiting.
  */
-export function decompressOffThread(compressed: Readable, options: InflateOptions, check?: (actual: InflateDigests) => void): Readable {
+export function decompressOffThread(compressed: Readable, options: InflateOptions, ownPieces: boolean, check?: (actual: InflateDigests) => void): Readable {
   async function* inflate(): AsyncGenerator<Buffer> {
     const worker = new Worker(moduleUrl('oci/inflateWorker.js'), { workerData: options, execArgv: workerExecArgv(), resourceLimits: WORKER_RESOURCE_LIMITS });
     let actual: InflateDigests = {};
@@ -87,9 +88,9 @@ export function decompressOffThread(compressed: Readable, options: InflateOption
             break;
           }
           const piece = next.value;
-          // A piece that is all of its ArrayBuffer (a file read's own buffer) is handed over as it
-          // is; others (views into a larger or shared buffer) are copied out first.
-          const whole = piece.byteOffset === 0 && piece.byteLength === piece.buffer.byteLength && piece.buffer instanceof ArrayBuffer;
+          // A piece we own that is all of its ArrayBuffer (a file read's buffer) is handed over as it
+          // is (detached here); others are copied out first.
+          const whole = ownPieces && piece.byteOffset === 0 && piece.byteLength === piece.buffer.byteLength && piece.buffer instanceof ArrayBuffer;
           const buffer = whole ? piece.buffer : (piece.buffer as ArrayBuffer).slice(piece.byteOffset, piece.byteOffset + piece.byteLength);
           inFlight++;
           worker.postMessage({ type: 'input', buffer } satisfies InflateRequest, [buffer]);

@@ -208,6 +208,7 @@ class LayoutReader {
         subject,
         compression,
         open: () => this.files.openStream(path),
+        ownPieces: true,
         digest: layer.digest,
         sizeBytes: layer.sizeBytes,
         diffId,

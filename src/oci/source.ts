@@ -221,7 +221,7 @@ export async function openImageSource(spec: string, options: OpenImageSourceOpti
       const layer: LayerDescriptor = { mediaType: ociLayerMediaType(compression), sizeBytes, label };
       // Nothing names these bytes, so nothing is checked (not even the size: the fast path for a
       // plain tar is the file stream itself).
-      const location: LayerLocation = { subject: label, compression, open: () => createReadStream(path, { highWaterMark: READ_CHUNK_BYTES }) };
+      const location: LayerLocation = { subject: label, compression, open: () => createReadStream(path, { highWaterMark: READ_CHUNK_BYTES }), ownPieces: true };
       resolved = [{ info: { name: layerTarballName(path), layers: [layer] }, locations: new Map([[layer, location]]) }];
       break;
     }

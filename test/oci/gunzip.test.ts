@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { crc32, deflateRawSync, gzipSync } from 'node:zlib';
 import { parseDigest, isParsedDigest, digestOf } from '../../src/oci/digest.js';
 import { InvalidLayerError, InvalidSettingError } from '../../src/oci/errors.js';
@@ -165,4 +166,24 @@ test('a reserved flag in a later member is refused too, also when its header arr
   const second = gzipSync(Buffer.from('two'));
   second[3] = second[3]! | 0x20;
   await assertBothRefuse(Buffer.concat([gzipSync(Buffer.from('one')), second]), /^corrupt gzip stream \(/, 1);
+});
+
+test('compressed pieces go to the decompressing thread uncopied only when the stream owns them', async () => {
+  const original = Buffer.from(randomBytes(300_000).toString('base64'));
+  const stored = gzipSync(original);
+  for (const ownPieces of [false, true]) {
+    // Fresh buffers of their own, as file reads give them.
+    const pieces: Buffer[] = [];
+    for (let at = 0; at < stored.length; at += 65536) {
+      const piece = Buffer.alloc(Math.min(65536, stored.length - at));
+      stored.copy(piece, 0, at);
+      pieces.push(piece);
+    }
+    const out = await collect(openLayerStream({ subject: SUBJECT, compression: 'gzip', open: () => Readable.from(pieces, { objectMode: false }), ...(ownPieces ? { ownPieces } : {}) }));
+    assert.ok(out.equals(original), `ownPieces ${ownPieces}: the layer's bytes`);
+    // Handing an ArrayBuffer to another thread detaches it here.
+    const detached = pieces.filter((piece) => piece.buffer.byteLength === 0).length;
+    if (ownPieces) assert.ok(detached > 0, 'owned pieces were handed over, not copied');
+    else assert.equal(detached, 0, 'the caller keeps its buffers');
+  }
 });
