@@ -126,7 +126,8 @@ export class BlobWriter {
     let rest = bytes;
     let position = positionBytes;
     for (;;) {
-      // Before the window: everything in it lies after the committed end, taken back; it is dropped unwritten.
+      // Past the window's end: the window goes to the file first. Before its start (a chunk taken back
+      // to the committed end): all of the window lies after that end, so it is dropped unwritten.
       if (position > this.pendingStartBytes + this.pendingBytes) this.flushPending();
       if (position < this.pendingStartBytes || position > this.pendingStartBytes + this.pendingBytes) {
         if (position % WRITE_ALIGNMENT_BYTES !== 0) throw new RangeError(`blob write at ${position}: not at the window nor at an aligned position`);

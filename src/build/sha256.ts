@@ -17,7 +17,6 @@ export type Sha256Implementation = 'sha-extensions' | 'node';
  * native/sha256-pair). `digest()` ends the digest and starts the next one.
  */
 export interface Sha256 {
-  readonly implementation: Sha256Implementation;
   update(bytes: Uint8Array): void;
   /** Adds `bytes` to this digest and to `other`. */
   updateWith(other: Sha256, bytes: Uint8Array): void;
@@ -26,7 +25,6 @@ export interface Sha256 {
 }
 
 class NativeSha256 implements Sha256 {
-  readonly implementation = 'sha-extensions';
   private readonly state: Uint8Array;
 
   constructor(private readonly binding: Sha256PairBinding) {
@@ -56,7 +54,6 @@ class NativeSha256 implements Sha256 {
 }
 
 class NodeSha256 implements Sha256 {
-  readonly implementation = 'node';
   private hash: Hash = createHash('sha256');
 
   update(bytes: Uint8Array): void {
