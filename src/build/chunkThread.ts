@@ -1,7 +1,7 @@
 import { rm } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
 import type { ChunkIndex } from '../format/chunk.js';
-import type { ChunkSizePolicy, ChunkStats, ReadAt, WrittenChunk } from './chunker.js';
+import type { ChunkSizePolicy, ChunkStats, ReadAt } from './chunker.js';
 import { SourceChangedError } from './errors.js';
 import type { RegularData } from './tree.js';
 import { moduleUrl } from '../paths.js';
@@ -65,8 +65,8 @@ export type ChunkThreadReply =
   | ({ type: 'batch'; buffer: ArrayBuffer } & PackedResults)
   | ({
       type: 'layer';
-      blob?: { digest: string; blocks: number };
-      written: { keys: string[]; blkaddrs: Float64Array };
+      /** `chunkList`: the blob's chunk list in the store's format (store.ts, ChunkListBuilder). */
+      blob?: { digest: string; blocks: number; chunkList: Uint8Array };
       stats: ChunkStats;
     } & PackedResults)
   | { type: 'persisted'; digest: string; error?: SerializedError }
@@ -98,9 +98,11 @@ const BUFFERS = 6;
 
 /** What one layer gives back when it ends. */
 export interface LayerChunks {
-  /** The layer's blob, when it wrote any new chunk; `persisted` settles when it is durable under its name. */
-  blob?: { digest: string; blocks: number; persisted: Promise<void> };
-  written: WrittenChunk[];
+  /**
+   * The layer's blob, when it wrote any new chunk; `persisted` settles when it is durable under its
+   * name. `chunkList`: its chunks, as the store records them.
+   */
+  blob?: { digest: string; blocks: number; chunkList: Uint8Array; persisted: Promise<void> };
   stats: ChunkStats;
 }
 
@@ -168,20 +170,18 @@ export class ChunkThread {
         return;
       case 'layer': {
         this.takeResults(reply);
-        const { keys, blkaddrs } = reply.written;
-        const written = keys.map((key, i) => ({ key, blkaddr: blkaddrs[i]! }));
         let blob: LayerChunks['blob'];
         if (reply.blob !== undefined) {
-          const { digest, blocks } = reply.blob;
+          const { digest, blocks, chunkList } = reply.blob;
           const persisted = new Promise<void>((resolve, reject) => this.persisting.set(digest, { resolve, reject }));
           // Awaited by whoever names the blob; a failure is also seen there.
           persisted.catch(() => {});
-          blob = { digest, blocks, persisted };
+          blob = { digest, blocks, chunkList, persisted };
         }
         this.tempPath = undefined;
         const waiter = this.layerWaiter;
         this.layerWaiter = undefined;
-        waiter?.resolve({ ...(blob === undefined ? {} : { blob }), written, stats: reply.stats });
+        waiter?.resolve({ ...(blob === undefined ? {} : { blob }), stats: reply.stats });
         return;
       }
       case 'persisted': {

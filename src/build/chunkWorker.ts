@@ -209,17 +209,17 @@ async function runLayer(start: Extract<WorkItem, { type: 'layer' }>): Promise<vo
       for (const chunk of data.chunks) results.push(chunk.blkaddr === null ? DEVICE_CODE_HOLE : chunk.deviceId, chunk.blkaddr ?? 0);
     }
     releaseHeld();
-    const written = { keys: chunker.written.map((chunk) => chunk.key), blkaddrs: Float64Array.from(chunker.written, (chunk) => chunk.blkaddr) };
     if (writer.lengthBlocks === 0) {
       await writer.abort();
       const packed = takeResults();
-      postWithTable({ type: 'layer', written, stats: chunker.stats, ...packed });
+      postWithTable({ type: 'layer', stats: chunker.stats, ...packed });
       return;
     }
     const blob = await writer.finish();
     for (const chunk of chunker.written) remember(chunk.key, blob.digest, chunk.blkaddr);
     const packed = takeResults();
-    postWithTable({ type: 'layer', blob: { digest: blob.digest, blocks: blob.blocks }, written, stats: chunker.stats, ...packed });
+    const chunkList = chunker.chunkList.take();
+    postWithTable({ type: 'layer', blob: { digest: blob.digest, blocks: blob.blocks, chunkList }, stats: chunker.stats, ...packed }, [chunkList.buffer as ArrayBuffer]);
     // Durable in the background: the next layer goes on meanwhile.
     const persisting = blob.persisted.then(
       () => post({ type: 'persisted', digest: blob.digest }),

@@ -1,5 +1,6 @@
 import { Blake3Hasher, blake3 } from '@napi-rs/blake-hash';
 import type { ChunkIndex } from '../format/chunk.js';
+import { ChunkListBuilder, chunkKey } from '../store/store.js';
 import type { BlobWriter } from './blob.js';
 import { SourceChangedError } from './errors.js';
 import type { Sha256 } from './sha256.js';
@@ -66,6 +67,8 @@ export class Chunker {
   readonly stats: ChunkStats = { chunksWritten: 0, chunksReused: 0, holeChunks: 0, bytesWritten: 0, bytesReused: 0 };
   /** Chunks written into the blob, in order, for the store's dictionary. */
   readonly written: WrittenChunk[] = [];
+  /** The same chunks as the blob's chunk list in the store's format. */
+  readonly chunkList = new ChunkListBuilder();
   private readonly buffer = Buffer.allocUnsafe(WHOLE_CHUNK_LIMIT_BYTES);
   private readonly blockSizeBits: number;
 
@@ -137,7 +140,8 @@ export class Chunker {
       this.stats.holeChunks++;
       return { deviceId: 0, blkaddr: null };
     }
-    const key = `${blake3(bytes).toString('hex')}:${lengthBytes}`;
+    const digest = blake3(bytes);
+    const key = chunkKey(digest, lengthBytes);
     const known = this.dictionary.get(key);
     if (known !== undefined) {
       content?.update(bytes);
@@ -158,6 +162,7 @@ export class Chunker {
     const index = { deviceId: this.deviceId, blkaddr: this.blob.commitChunk(paddedBytes) };
     this.dictionary.set(key, index);
     this.written.push({ key, blkaddr: index.blkaddr });
+    this.chunkList.add(digest, lengthBytes, index.blkaddr);
     this.stats.chunksWritten++;
     this.stats.bytesWritten += lengthBytes;
     return index;
@@ -183,7 +188,8 @@ export class Chunker {
       this.stats.holeChunks++;
       return { deviceId: 0, blkaddr: null };
     }
-    const key = `${hasher.digest('hex')}:${lengthBytes}`;
+    const digest = hasher.digestBuffer();
+    const key = chunkKey(digest, lengthBytes);
     const known = this.dictionary.get(key);
     if (known !== undefined) {
       this.blob.invalidateDigest();
@@ -194,6 +200,7 @@ export class Chunker {
     const index = { deviceId: this.deviceId, blkaddr: this.blob.commitChunk(lengthBytes) };
     this.dictionary.set(key, index);
     this.written.push({ key, blkaddr: index.blkaddr });
+    this.chunkList.add(digest, lengthBytes, index.blkaddr);
     this.stats.chunksWritten++;
     this.stats.bytesWritten += lengthBytes;
     return index;

@@ -153,17 +153,16 @@ export class ImageBuilder {
           });
         });
         this.objectsOfDigest.set(blob.digest, new Set(digests));
+        // Seen through `persisting`; it may fail before that chain waits for it.
+        objectIndex.catch(() => {});
         // Later layers deduplicate against this blob at once (the chunk thread knows its chunks);
         // its files reach the store in the background (blob fsync and rename first, then what
         // names it), awaited by finish().
-        const written = ended.written;
-        // Seen through `persisting`; it may fail before that chain waits for it.
-        objectIndex.catch(() => {});
         this.persisting.push(
           (async () => {
             await blob.persisted;
             await this.store.addObjectIndex(blob.digest, await objectIndex, digests);
-            await this.store.addBlobChunks(blob.digest, written);
+            await this.store.addBlobChunkList(blob.digest, blob.chunkList);
           })(),
         );
       }

@@ -79,16 +79,13 @@ export class ChunkStore {
     await writeFileAtomically(path.join(this.objectsDir, `${blobDigest}.objects`), Buffer.from(objectDigests.map((d) => `${d}\n`).join('')));
   }
 
-  /** Records the chunks of a blob that is already in place under its digest. */
-  async addBlobChunks(blobDigest: string, written: readonly { key: string; blkaddr: number }[]): Promise<void> {
-    const bytes = Buffer.alloc(written.length * RECORD_SIZE_BYTES);
-    written.forEach(({ key, blkaddr }, i) => {
-      const { digest, lengthBytes } = parseChunkKey(key);
-      digest.copy(bytes, i * RECORD_SIZE_BYTES);
-      bytes.writeBigUInt64LE(BigInt(lengthBytes), i * RECORD_SIZE_BYTES + 32);
-      bytes.writeUInt32LE(blkaddr, i * RECORD_SIZE_BYTES + 40);
-    });
-    await writeFileAtomically(path.join(this.chunksDir, `${blobDigest}${INDEX_SUFFIX}`), bytes);
+  /**
+   * Records the chunks of a blob that is already in place under its digest: `records` as a
+   * {@link ChunkListBuilder} made them, written as they are.
+   */
+  async addBlobChunkList(blobDigest: string, records: Uint8Array): Promise<void> {
+    if (records.length % RECORD_SIZE_BYTES !== 0) throw new StoreError(this.dir, `chunk list of blob ${blobDigest} is ${records.length} bytes, not whole records`);
+    await writeFileAtomically(path.join(this.chunksDir, `${blobDigest}${INDEX_SUFFIX}`), records);
   }
 }
 
@@ -119,7 +116,35 @@ export function chunkKey(blake3: Buffer, lengthBytes: number): string {
   return `${blake3.toString('hex')}:${lengthBytes}`;
 }
 
-function parseChunkKey(key: string): { digest: Buffer; lengthBytes: number } {
-  const [hex, length] = key.split(':');
-  return { digest: Buffer.from(hex!, 'hex'), lengthBytes: Number(length) };
+/**
+ * A blob's chunk list, in the store's record format, built as its chunks are written: by the thread
+ * that hashes them, from the digest bytes it holds, so that no string per chunk has to cross to the
+ * main thread and be parsed back there at the end of the layer, where everything waits for it.
+ */
+export class ChunkListBuilder {
+  private records = Buffer.allocUnsafeSlow(RECORD_SIZE_BYTES * 1024);
+  private lengthBytes = 0;
+
+  add(blake3: Uint8Array, chunkBytes: number, blkaddr: number): void {
+    if (this.lengthBytes + RECORD_SIZE_BYTES > this.records.length) {
+      const grown = Buffer.allocUnsafeSlow(this.records.length * 2);
+      this.records.copy(grown, 0, 0, this.lengthBytes);
+      this.records = grown;
+    }
+    const at = this.lengthBytes;
+    this.records.set(blake3.subarray(0, 32), at);
+    this.records.writeUInt32LE(chunkBytes % 2 ** 32, at + 32);
+    this.records.writeUInt32LE(Math.floor(chunkBytes / 2 ** 32), at + 36);
+    this.records.writeUInt32LE(blkaddr, at + 40);
+    this.lengthBytes += RECORD_SIZE_BYTES;
+  }
+
+  get count(): number {
+    return this.lengthBytes / RECORD_SIZE_BYTES;
+  }
+
+  /** The records so far, in an ArrayBuffer of their own (one a message can transfer). */
+  take(): Uint8Array {
+    return new Uint8Array(this.records.buffer, this.records.byteOffset, this.lengthBytes).slice();
+  }
 }

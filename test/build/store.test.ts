@@ -99,6 +99,34 @@ test('a shared store: a second build of overlapping content writes only the new 
   });
 });
 
+test('the chunk list records streamed chunks (over 4 MiB) so that a later build reuses them', async () => {
+  await withTempDir(async (dir) => {
+    const store = join(dir, 'store');
+    const source = join(dir, 'source');
+    await mkdir(source);
+    // 16 MiB chunks with the fixed policy: a file of 24 MiB + 5 bytes is a 16 MiB chunk and a tail of
+    // 8 MiB + 5, both streamed through in pieces; a small file is one whole chunk, read at once.
+    const big = randomBytes(24 * MiB + 5);
+    await writeFile(join(source, 'big'), big);
+    await writeFile(join(source, 'small'), randomBytes(100));
+    const options = { storeDir: store, chunkSizeBytes: 16 * MiB, policy: 'fixed' as const };
+    const first = await buildImage({ kind: 'directory', path: source }, { ...options, outputDir: join(dir, 'out1') });
+    const blob = first.blobs[0]!.split('/').pop()!;
+    // The store's record format (44 bytes: BLAKE3, u64 length, u32 block address), read independently.
+    const records = await readFile(join(store, 'chunks', `${blob}.chunks`));
+    assert.equal(records.length, 3 * 44);
+    const lengths = [0, 1, 2].map((i) => Number(records.readBigUInt64LE(i * 44 + 32)));
+    const blkaddrs = [0, 1, 2].map((i) => records.readUInt32LE(i * 44 + 40));
+    assert.deepEqual(lengths.sort((a, b) => a - b), [100, 8 * MiB + 5, 16 * MiB]);
+    assert.deepEqual(new Set(blkaddrs).size, 3, 'each chunk at its own block address');
+    const again = await buildImage({ kind: 'directory', path: source }, { ...options, outputDir: join(dir, 'out2') });
+    assert.equal(again.chunks.bytesWritten, 0, 'every chunk, streamed or not, is found in the chunk list');
+    assert.equal(again.chunks.chunksReused, 3);
+    assert.deepEqual(again.blobs, first.blobs);
+    assertTreesEqual(await snapshotTree(source), await withKernelMount(again.metadataImage, again.blobs, (m) => snapshotTree(m)), SOURCE_VS_IMAGE);
+  });
+});
+
 test('two builds into one store at the same time both succeed and leave a consistent store', async () => {
   await withTempDir(async (dir) => {
     const store = join(dir, 'store');
