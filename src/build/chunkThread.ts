@@ -109,8 +109,8 @@ export interface LayerChunks {
 export interface LayerCallbacks {
   /** Device id (the image builder's slot) of a device code of a result. */
   deviceId(code: number, blobDigest: string | undefined): number;
-  /** A non-empty file's content SHA-256. */
-  contentDigest(data: RegularData, digest: Buffer): void;
+  /** A non-empty file is chunked: its chunk indexes are in `data`; `digest` is its content SHA-256 (a view, valid during the call). */
+  fileStored(data: Extract<RegularData, { kind: 'chunks' }>, digest: Buffer): void;
 }
 
 const NO_CHUNKS: ChunkIndex[] = [];
@@ -207,10 +207,6 @@ export class ChunkThread {
     let digestAt = 0;
     while (at < results.length) {
       const data = this.pending[this.pendingHead++] as Extract<RegularData, { kind: 'chunks' }>;
-      if (data.sizeBytes > 0) {
-        callbacks!.contentDigest(data, Buffer.from(digests.buffer, digests.byteOffset + digestAt, 32));
-        digestAt += 32;
-      }
       data.chunkBits = results[at++]!;
       const count = results[at++]!;
       const chunks: ChunkIndex[] = new Array(count);
@@ -220,6 +216,10 @@ export class ChunkThread {
         chunks[i] = code === DEVICE_CODE_HOLE ? { deviceId: 0, blkaddr: null } : { deviceId: callbacks!.deviceId(code, this.blobTable[code - DEVICE_CODE_FIRST_TABLE_BLOB]), blkaddr };
       }
       data.chunks = chunks;
+      if (data.sizeBytes > 0) {
+        callbacks!.fileStored(data, Buffer.from(digests.buffer, digests.byteOffset + digestAt, 32));
+        digestAt += 32;
+      }
     }
     if (this.pendingHead > 4096 && this.pendingHead * 2 > this.pending.length) {
       this.pending = this.pending.slice(this.pendingHead);

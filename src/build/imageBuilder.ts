@@ -4,8 +4,9 @@ import type { ChunkStore } from '../store/store.js';
 import { BlobWriter } from './blob.js';
 import type { ChunkSizePolicy, ChunkStats, ReadAt } from './chunker.js';
 import { DEVICE_CODE_CURRENT_BLOB, type ChunkThread } from './chunkThread.js';
-import { FINGERPRINT_IMAGE_OPTIONS, fingerprintXattr } from './fingerprint.js';
-import { OVERLAY_METACOPY_XATTR, OVERLAY_REDIRECT_XATTR, buildObjectIndex, objectPath, type ObjectEntry } from './objectIndex.js';
+import { FINGERPRINT_XATTR_NAME } from '../format/constants.js';
+import { FINGERPRINT_IMAGE_OPTIONS, fingerprintValues } from './fingerprint.js';
+import { OVERLAY_METACOPY_XATTR, OVERLAY_REDIRECT_XATTR, buildObjectIndex, objectPathValues, type ObjectEntry } from './objectIndex.js';
 import { emitMetadataImage, planMetadataImage, setVolumeUuid, type MetadataImageOptions } from './metadata.js';
 import { regularSizeBytes, type DirNode, type RegNode, type RegularData, type TreeNode } from './tree.js';
 
@@ -106,11 +107,20 @@ export class ImageBuilder {
     const slot: BlobSlot = { fresh: true };
     this.slots.push(slot);
     const currentSlot = this.slots.length;
-    const layerFiles: RegularData[] = [];
+    // Objects of this layer's blob: its files whose data lies wholly in it. Gathered as each file's
+    // chunks come back, while the layer streams (two threads share the work there) rather than all
+    // at the end of the layer, which everything after it waits for.
+    const objects = new Map<string, ObjectEntry>();
     const chunks = this.chunks;
     chunks.beginLayer(BlobWriter.temporaryPath(this.store.blobsDir), 2 ** this.options.blockSizeBits, this.options.policy, {
       deviceId: (code, blobDigest) => (code === DEVICE_CODE_CURRENT_BLOB ? currentSlot : this.slotFor(blobDigest!)),
-      contentDigest: (data, digest) => void this.contentOf.set(data, digest.toString('hex')),
+      fileStored: (data, digest) => {
+        const hex = digest.toString('hex');
+        this.contentOf.set(data, hex);
+        const verdict = sharingEligibility(data.chunks, data.sizeBytes);
+        if (!verdict.eligible || verdict.deviceId !== currentSlot || objects.has(hex)) return;
+        objects.set(hex, { contentSha256Hex: hex, sizeBytes: data.sizeBytes, chunkBits: data.chunkBits, chunks: data.chunks.map((c) => (c.blkaddr === null ? c : { deviceId: 1, blkaddr: c.blkaddr })) });
+      },
     });
     try {
       const result = await fill((sourcePath, readAt, sizeBytes) => {
@@ -120,11 +130,7 @@ export class ImageBuilder {
         this.bytes += sizeBytes;
         this.options.onProgress?.({ files: this.files, bytes: this.bytes });
         // Chunk indexes arrive later; fingerprints are added by finish().
-        const taken = (data: RegularData): StoredFile => {
-          if (sizeBytes > 0) layerFiles.push(data);
-          return { data, xattrs: [] };
-        };
-        return stored instanceof Promise ? stored.then(taken) : taken(stored);
+        return stored instanceof Promise ? stored.then((data) => ({ data, xattrs: [] })) : { data: stored, xattrs: [] };
       });
       this.options.signal?.throwIfAborted();
       const ended = await chunks.endLayer();
@@ -133,15 +139,6 @@ export class ImageBuilder {
         slot.digest = blob.digest;
         slot.blocks = blob.blocks;
         if (!this.slotOfDigest.has(blob.digest)) this.slotOfDigest.set(blob.digest, currentSlot);
-        // Objects of this blob: this layer's files whose data lies wholly in it.
-        const objects = new Map<string, ObjectEntry>();
-        for (const data of layerFiles) {
-          if (data.kind !== 'chunks') continue;
-          const verdict = sharingEligibility(data.chunks, data.sizeBytes);
-          const hex = this.contentOf.get(data)!;
-          if (!verdict.eligible || verdict.deviceId !== currentSlot || objects.has(hex)) continue;
-          objects.set(hex, { contentSha256Hex: hex, sizeBytes: data.sizeBytes, chunkBits: data.chunkBits, chunks: data.chunks.map((c) => (c.blkaddr === null ? c : { deviceId: 1, blkaddr: c.blkaddr })) });
-        }
         const digests = [...objects.keys()].sort();
         const objectIndex = new Promise<Buffer>((resolve, reject) => {
           this.objectIndexJobs.push(() => {
@@ -186,6 +183,8 @@ export class ImageBuilder {
       if (digest !== undefined && !this.objectsOfDigest.has(digest)) this.objectsOfDigest.set(digest, await this.store.objectDigests(digest));
     }
     const classes: Record<string, SharingClass> = {};
+    const marked: RegNode[] = [];
+    const markedHexes: string[] = [];
     for (const node of regularNodes) {
       const sizeBytes = regularSizeBytes(node.data);
       if (node.data.kind !== 'chunks') {
@@ -193,24 +192,36 @@ export class ImageBuilder {
         continue;
       }
       const verdict = sharingEligibility(node.data.chunks, sizeBytes);
-      addToSharingClasses(classes, sizeBytes, verdict.eligible && !this.markObject(node, verdict.deviceId) ? NOT_IN_OBJECT_INDEX : verdict);
+      let listed = true;
+      if (verdict.eligible) {
+        const hex = this.objectOf(node, verdict.deviceId);
+        if (hex === null) listed = false;
+        else if (hex !== undefined) {
+          marked.push(node);
+          markedHexes.push(hex);
+        }
+      }
+      addToSharingClasses(classes, sizeBytes, listed ? verdict : NOT_IN_OBJECT_INDEX);
+    }
+    const redirects = objectPathValues(markedHexes);
+    for (let i = 0; i < marked.length; i++) {
+      marked[i]!.xattrs.set(OVERLAY_METACOPY_XATTR, EMPTY_VALUE);
+      marked[i]!.xattrs.set(OVERLAY_REDIRECT_XATTR, redirects[i]!);
     }
     return classes;
   }
 
   /**
-   * Marks one eligible file (data wholly on device `slot`) as its blob's object; false when that
-   * blob's object index does not list it (a blob written before object indexes existed).
+   * The object (content digest) of an eligible file, whose data lies wholly on device `slot`, in
+   * that blob's object index; null when the index does not list it (a blob written before object
+   * indexes existed), undefined when there is nothing to mark (no digest, or no object list).
    */
-  private markObject(node: RegNode, slot: number): boolean {
+  private objectOf(node: RegNode, slot: number): string | null | undefined {
     const hex = this.contentOf.get(node.data);
     const digest = this.slots[slot - 1]?.digest;
     const objects = digest === undefined ? undefined : this.objectsOfDigest.get(digest);
-    if (hex === undefined || objects === undefined) return true;
-    if (!objects.has(hex)) return false;
-    node.xattrs.set(OVERLAY_METACOPY_XATTR, EMPTY_VALUE);
-    node.xattrs.set(OVERLAY_REDIRECT_XATTR, Buffer.from(objectPath(hex)));
-    return true;
+    if (hex === undefined || objects === undefined) return undefined;
+    return objects.has(hex) ? hex : null;
   }
 
   /** Builds the object indexes still waiting; the store writes each in the background (see {@link persisting}). */
@@ -234,10 +245,16 @@ export class ImageBuilder {
   async finish(root: DirNode): Promise<{ image: Buffer; blobDigests: string[]; stats: ImageStats }> {
     const regularNodes = uniqueRegularNodes(root);
     if (this.options.fingerprints) {
+      const fingerprinted: RegNode[] = [];
+      const hexes: string[] = [];
       for (const node of regularNodes) {
         const hex = node.data.kind === 'chunks' ? this.contentOf.get(node.data) : undefined;
-        if (hex !== undefined) node.xattrs.set(...fingerprintXattr(Buffer.from(hex, 'hex')));
+        if (hex === undefined) continue;
+        fingerprinted.push(node);
+        hexes.push(hex);
       }
+      const values = fingerprintValues(hexes);
+      for (let i = 0; i < fingerprinted.length; i++) fingerprinted[i]!.xattrs.set(FINGERPRINT_XATTR_NAME, values[i]!);
     }
     const sharing = await this.markObjects(regularNodes);
     // Renumber provisional slots to device ids 1..n over the slots actually used: blobs that were

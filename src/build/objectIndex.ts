@@ -19,6 +19,25 @@ export function objectPath(contentSha256Hex: string): string {
   return `/${contentSha256Hex.slice(0, 2)}/${contentSha256Hex}`;
 }
 
+const SLASH = 0x2f;
+
+/** {@link objectPath} of each digest as bytes, views of one buffer (see fingerprintValues for why). */
+export function objectPathValues(contentSha256Hexes: readonly string[]): Buffer[] {
+  let total = 0;
+  for (const hex of contentSha256Hexes) total += 4 + hex.length;
+  const slab = Buffer.allocUnsafeSlow(total);
+  let at = 0;
+  return contentSha256Hexes.map((hex) => {
+    const start = at;
+    slab[at] = SLASH;
+    slab.write(hex, at + 1, 2, 'latin1');
+    slab[at + 3] = SLASH;
+    slab.write(hex, at + 4, hex.length, 'latin1');
+    at += 4 + hex.length;
+    return slab.subarray(start, at);
+  });
+}
+
 export interface ObjectEntry {
   contentSha256Hex: string;
   sizeBytes: number;

@@ -22,10 +22,13 @@ test('chunk thread: close ends the thread only after every blob is durable under
     try {
       const blobs: { digest: string; persisted: Promise<void> }[] = [];
       for (const content of [randomBytes(3 << 20), randomBytes(5000)]) {
-        thread.beginLayer(BlobWriter.temporaryPath(blobsDir), 4096, 'fixed', { deviceId: (code) => code, contentDigest: () => {} });
+        // Each file is reported once its chunk indexes are in, with its content digest.
+        const reported: { chunks: number; digest: string }[] = [];
+        thread.beginLayer(BlobWriter.temporaryPath(blobsDir), 4096, 'fixed', { deviceId: (code) => code, fileStored: (data, digest) => void reported.push({ chunks: data.chunks.length, digest: digest.toString('hex') }) });
         const stored = await thread.storeFile('file', readAtOf(content), content.length, 20);
         const layer = await thread.endLayer();
         assert.equal(stored.kind, 'chunks');
+        assert.deepEqual(reported, [{ chunks: Math.ceil(content.length / (1 << 20)), digest: createHash('sha256').update(content).digest('hex') }]);
         assert.ok(layer.blob !== undefined, 'each layer wrote new chunks');
         blobs.push(layer.blob);
       }
@@ -36,7 +39,7 @@ test('chunk thread: close ends the thread only after every blob is durable under
       const names = (await readdir(blobsDir)).sort();
       assert.deepEqual(names, blobs.map((blob) => blob.digest).sort(), 'only the named blobs, no temporary file left');
       for (const blob of blobs) assert.equal(createHash('sha256').update(await readFile(join(blobsDir, blob.digest))).digest('hex'), blob.digest);
-      assert.throws(() => thread.beginLayer(BlobWriter.temporaryPath(blobsDir), 4096, 'fixed', { deviceId: (code) => code, contentDigest: () => {} }), /after the chunk thread was closed/);
+      assert.throws(() => thread.beginLayer(BlobWriter.temporaryPath(blobsDir), 4096, 'fixed', { deviceId: (code) => code, fileStored: () => {} }), /after the chunk thread was closed/);
     } finally {
       await thread.dispose();
     }

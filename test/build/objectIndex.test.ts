@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import type { ChunkIndex } from '../../src/format/chunk.js';
 import { writeMetadataImage } from '../../src/build/metadata.js';
-import { buildObjectIndex, type ObjectEntry } from '../../src/build/objectIndex.js';
+import { buildObjectIndex, objectPath, objectPathValues, type ObjectEntry } from '../../src/build/objectIndex.js';
+import { fingerprintValues } from '../../src/build/fingerprint.js';
 import { defaultAttrs, makeDir, type DirNode } from '../../src/build/tree.js';
 
 /**
@@ -99,4 +100,21 @@ test('object indexes are byte for byte what the general planner makes of their t
     assert.equal(actual.length, expected.length, `${name}: image size`);
     assert.ok(actual.equals(expected), `${name}: first difference at byte ${actual.findIndex((b, i) => b !== expected[i])}`);
   }
+});
+
+test('object paths and fingerprint values written into one buffer equal those made one at a time', () => {
+  const contents = Array.from({ length: 300 }, (_, i) => Buffer.from(`content ${i}`));
+  const digests = contents.map((content) => createHash('sha256').update(content).digest());
+  const hexes = digests.map((digest) => digest.toString('hex'));
+  const paths = objectPathValues(hexes);
+  const values = fingerprintValues(hexes);
+  assert.equal(paths.length, hexes.length);
+  for (let i = 0; i < hexes.length; i++) {
+    assert.deepEqual(paths[i], Buffer.from(objectPath(hexes[i]!)));
+    assert.equal(paths[i]!.toString(), `/${hexes[i]!.slice(0, 2)}/${hexes[i]}`);
+    // The value mkfs.erofs --xattr-inode-digest writes: "sha256:" and the 32 raw digest bytes.
+    assert.deepEqual(values[i], Buffer.concat([Buffer.from('sha256:'), digests[i]!]));
+  }
+  assert.deepEqual(objectPathValues([]), []);
+  assert.throws(() => fingerprintValues(['not hex']), /not 64 hex digits/);
 });
