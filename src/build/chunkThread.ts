@@ -9,9 +9,8 @@ import { WORKER_RESOURCE_LIMITS, workerExecArgv } from '../util/worker.js';
 
 /**
  * The chunking of a build on a thread of its own: BLAKE3 of each chunk, the lookup in the chunk
- * dictionary, the blob writes, the blob's SHA-256, each file's content SHA-256 (its fingerprint
- * and object name), and what the store keeps beside each blob: its object index and object list
- * (objectIndex.ts) and its chunk list, written once the blob is durable. The main thread parses the source and builds the tree; it copies each file's
+ * dictionary, the blob writes, the blob's SHA-256 and each file's content SHA-256 (its fingerprint
+ * and object name). The main thread parses the source and builds the tree; it copies each file's
  * bytes once into a batch buffer and goes on; the file's chunk indexes and content digest come back
  * later (before the layer ends).
  *
@@ -28,7 +27,7 @@ import { WORKER_RESOURCE_LIMITS, workerExecArgv } from '../util/worker.js';
  * bytes, in order, and the size and chunk size of each file whose bytes start there), then `end`.
  * The thread returns each batch buffer once its bytes are consumed, with the results of the files
  * completed so far; `layer` answers `end` with the blob; `persisted` follows when the blob is durable
- * under its name with its object index and lists beside it. `close` (no more layers) ends the thread once every blob is durable.
+ * under its name. `close` (no more layers) ends the thread once every blob is durable.
  */
 
 export type ChunkThreadRequest =
@@ -66,7 +65,8 @@ export type ChunkThreadReply =
   | ({ type: 'batch'; buffer: ArrayBuffer } & PackedResults)
   | ({
       type: 'layer';
-      blob?: { digest: string; blocks: number };
+      /** `chunkList`: the blob's chunk list in the store's format (store.ts, ChunkListBuilder). */
+      blob?: { digest: string; blocks: number; chunkList: Uint8Array };
       stats: ChunkStats;
     } & PackedResults)
   | { type: 'persisted'; digest: string; error?: SerializedError }
@@ -100,9 +100,9 @@ const BUFFERS = 6;
 export interface LayerChunks {
   /**
    * The layer's blob, when it wrote any new chunk; `persisted` settles when it is durable under its
-   * name, with its object index, object list and chunk list beside it in the store.
+   * name. `chunkList`: its chunks, as the store records them.
    */
-  blob?: { digest: string; blocks: number; persisted: Promise<void> };
+  blob?: { digest: string; blocks: number; chunkList: Uint8Array; persisted: Promise<void> };
   stats: ChunkStats;
 }
 
@@ -172,11 +172,11 @@ export class ChunkThread {
         this.takeResults(reply);
         let blob: LayerChunks['blob'];
         if (reply.blob !== undefined) {
-          const { digest, blocks } = reply.blob;
+          const { digest, blocks, chunkList } = reply.blob;
           const persisted = new Promise<void>((resolve, reject) => this.persisting.set(digest, { resolve, reject }));
           // Awaited by whoever names the blob; a failure is also seen there.
           persisted.catch(() => {});
-          blob = { digest, blocks, persisted };
+          blob = { digest, blocks, chunkList, persisted };
         }
         this.tempPath = undefined;
         const waiter = this.layerWaiter;

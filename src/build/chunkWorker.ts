@@ -1,10 +1,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { ChunkIndex } from '../format/chunk.js';
-import { sharingEligibility } from '../format/eligibility.js';
-import { ChunkStore, readChunkDictionary } from '../store/store.js';
+import { readChunkDictionary } from '../store/store.js';
 import { BlobWriter } from './blob.js';
 import { Chunker, type ChunkDictionary, type ChunkSizePolicy, type ReadAt, type ViewNext } from './chunker.js';
-import { ObjectIndexBuilder } from './objectIndex.js';
 import { createSha256 } from './sha256.js';
 import {
   DEVICE_CODE_CURRENT_BLOB,
@@ -199,8 +197,6 @@ async function runLayer(start: Extract<WorkItem, { type: 'layer' }>): Promise<vo
     set: (key, index) => void local.set(key, index),
   };
   const chunker = new Chunker(writer, DEVICE_CODE_CURRENT_BLOB, dictionary, start.policy);
-  // The blob's objects: files whose every data chunk is in this layer's blob.
-  const objects = new ObjectIndexBuilder(Math.log2(start.blockSizeBytes));
   try {
     for (;;) {
       const item = await nextWork();
@@ -208,12 +204,7 @@ async function runLayer(start: Extract<WorkItem, { type: 'layer' }>): Promise<vo
       if (item.type === 'layer' || item.type === 'close') throw new Error(`internal: ${item.type} before the layer ended`);
       const data = await chunker.chunkFile('', readAt, item.sizeBytes, item.chunkBits, viewNext, content);
       if (data.kind !== 'chunks') throw new Error('internal: chunker returned inline data');
-      if (item.sizeBytes > 0) {
-        const digest = content.digest();
-        digests.push(digest);
-        const verdict = sharingEligibility(data.chunks, item.sizeBytes);
-        if (verdict.eligible && verdict.deviceId === DEVICE_CODE_CURRENT_BLOB) objects.add(digest.toString('hex'), item.sizeBytes, data.chunkBits, data.chunks);
-      }
+      if (item.sizeBytes > 0) digests.push(content.digest());
       results.push(data.chunkBits, data.chunks.length);
       for (const chunk of data.chunks) results.push(chunk.blkaddr === null ? DEVICE_CODE_HOLE : chunk.deviceId, chunk.blkaddr ?? 0);
     }
@@ -227,18 +218,10 @@ async function runLayer(start: Extract<WorkItem, { type: 'layer' }>): Promise<vo
     const blob = await writer.finish();
     for (const chunk of chunker.written) remember(chunk.key, blob.digest, chunk.blkaddr);
     const packed = takeResults();
-    postWithTable({ type: 'layer', blob: { digest: blob.digest, blocks: blob.blocks }, stats: chunker.stats, ...packed });
-    // In the background, while the main thread finishes the image and the next layer goes on: the
-    // object index (made while the blob's fsync runs), then, once the blob is durable under its name,
-    // what names it in the store: its object index and list, then its chunk list (which makes its
-    // chunks visible to other builds, so their files find the objects listed).
-    const persisting = (async () => {
-      const objectIndex = objects.finish(blob.digest, blob.blocks);
-      const chunkList = chunker.chunkList.take();
-      await blob.persisted;
-      await store.addObjectIndex(blob.digest, objectIndex, objects.sortedDigests());
-      await store.addBlobChunkList(blob.digest, chunkList);
-    })().then(
+    const chunkList = chunker.chunkList.take();
+    postWithTable({ type: 'layer', blob: { digest: blob.digest, blocks: blob.blocks, chunkList }, stats: chunker.stats, ...packed }, [chunkList.buffer as ArrayBuffer]);
+    // Durable in the background: the next layer goes on meanwhile.
+    const persisting = blob.persisted.then(
       () => post({ type: 'persisted', digest: blob.digest }),
       async (error: unknown) => {
         await writer.abort();
@@ -267,16 +250,11 @@ async function failed(error: unknown): Promise<void> {
   }
 }
 
-let store: ChunkStore;
-
 async function main(): Promise<void> {
-  try {
-    store = await ChunkStore.open(storeDir);
-    await readChunkDictionary(storeDir, (blobDigest, key, blkaddr) => remember(key, blobDigest, blkaddr));
-  } catch (error) {
+  await readChunkDictionary(storeDir, (blobDigest, key, blkaddr) => remember(key, blobDigest, blkaddr)).catch((error: unknown) => {
     post({ type: 'failed', error: serializeError(error) });
     throw error;
-  }
+  });
   for (;;) {
     let item: WorkItem;
     try {

@@ -6,7 +6,7 @@ import type { ChunkSizePolicy, ChunkStats, ReadAt } from './chunker.js';
 import { DEVICE_CODE_CURRENT_BLOB, type ChunkThread } from './chunkThread.js';
 import { FINGERPRINT_XATTR_NAME } from '../format/constants.js';
 import { FINGERPRINT_IMAGE_OPTIONS, fingerprintValues } from './fingerprint.js';
-import { OVERLAY_METACOPY_XATTR, OVERLAY_REDIRECT_XATTR, objectPathValues } from './objectIndex.js';
+import { OVERLAY_METACOPY_XATTR, OVERLAY_REDIRECT_XATTR, buildObjectIndex, objectPathValues, type ObjectEntry } from './objectIndex.js';
 import { emitMetadataImage, planMetadataImage, setVolumeUuid, type MetadataImageOptions } from './metadata.js';
 import { regularSizeBytes, type DirNode, type RegNode, type RegularData, type TreeNode } from './tree.js';
 
@@ -69,8 +69,17 @@ export class ImageBuilder {
   private readonly contentOf = new WeakMap<RegularData, string>();
   /** Object digests of the blobs this build wrote (store blobs' lists are read at finish). */
   private readonly objectsOfDigest = new Map<string, Set<string>>();
-  /** Blobs being made durable in the background, with their object indexes and lists. */
+  /** Blobs being made durable in the background, with their chunk lists and object indexes. */
   private readonly persisting: Promise<void>[] = [];
+  /**
+   * Object indexes of finished layers, built on this thread when the image is finished, before its
+   * metadata is planned: the store then writes and syncs them (and the blobs' chunk lists) while the
+   * image is planned and emitted, rather than after it, and the image's planning runs warm from
+   * theirs. A thread of their own cost more (its start-up, and planning at the same time as the
+   * image took both cores from the image) than building them here; while later layers stream they
+   * would take the main thread from them.
+   */
+  private readonly objectIndexJobs: (() => void)[] = [];
 
   constructor(
     private readonly store: ChunkStore,
@@ -98,9 +107,10 @@ export class ImageBuilder {
     const slot: BlobSlot = { fresh: true };
     this.slots.push(slot);
     const currentSlot = this.slots.length;
-    // The objects the chunk thread lists in this layer's blob: its files whose data lies wholly in
-    // it, by the same rule (sharingEligibility on device codes there).
-    const objects = new Set<string>();
+    // Objects of this layer's blob: its files whose data lies wholly in it. Gathered as each file's
+    // chunks come back, while the layer streams (two threads share the work there) rather than all
+    // at the end of the layer, which everything after it waits for.
+    const objects = new Map<string, ObjectEntry>();
     const chunks = this.chunks;
     chunks.beginLayer(BlobWriter.temporaryPath(this.store.blobsDir), 2 ** this.options.blockSizeBits, this.options.policy, {
       deviceId: (code, blobDigest) => (code === DEVICE_CODE_CURRENT_BLOB ? currentSlot : this.slotFor(blobDigest!)),
@@ -108,7 +118,8 @@ export class ImageBuilder {
         const hex = digest.toString('hex');
         this.contentOf.set(data, hex);
         const verdict = sharingEligibility(data.chunks, data.sizeBytes);
-        if (verdict.eligible && verdict.deviceId === currentSlot) objects.add(hex);
+        if (!verdict.eligible || verdict.deviceId !== currentSlot || objects.has(hex)) return;
+        objects.set(hex, { contentSha256Hex: hex, sizeBytes: data.sizeBytes, chunkBits: data.chunkBits, chunks: data.chunks.map((c) => (c.blkaddr === null ? c : { deviceId: 1, blkaddr: c.blkaddr })) });
       },
     });
     try {
@@ -128,11 +139,29 @@ export class ImageBuilder {
         slot.digest = blob.digest;
         slot.blocks = blob.blocks;
         if (!this.slotOfDigest.has(blob.digest)) this.slotOfDigest.set(blob.digest, currentSlot);
-        this.objectsOfDigest.set(blob.digest, objects);
-        // Its object index and lists reach the store with it (the chunk thread writes them once the
-        // blob is durable); later layers deduplicate against it at once (the chunk thread knows its
-        // chunks). Awaited by finish().
-        this.persisting.push(blob.persisted);
+        const digests = [...objects.keys()].sort();
+        const objectIndex = new Promise<Buffer>((resolve, reject) => {
+          this.objectIndexJobs.push(() => {
+            try {
+              resolve(buildObjectIndex(blob.digest, blob.blocks, digests.map((digest) => objects.get(digest)!), this.options.blockSizeBits));
+            } catch (error) {
+              reject(error as Error);
+            }
+          });
+        });
+        this.objectsOfDigest.set(blob.digest, new Set(digests));
+        // Seen through `persisting`; it may fail before that chain waits for it.
+        objectIndex.catch(() => {});
+        // Later layers deduplicate against this blob at once (the chunk thread knows its chunks);
+        // its files reach the store in the background (blob fsync and rename first, then what
+        // names it), awaited by finish().
+        this.persisting.push(
+          (async () => {
+            await blob.persisted;
+            await this.store.addObjectIndex(blob.digest, await objectIndex, digests);
+            await this.store.addBlobChunkList(blob.digest, blob.chunkList);
+          })(),
+        );
       }
       for (const key of Object.keys(this.stats) as (keyof ChunkStats)[]) this.stats[key] += ended.stats[key];
       return result;
@@ -195,12 +224,18 @@ export class ImageBuilder {
     return objects.has(hex) ? hex : null;
   }
 
+  /** Builds the object indexes still waiting; the store writes each in the background (see {@link persisting}). */
+  private buildObjectIndexes(): void {
+    for (const job of this.objectIndexJobs.splice(0)) job();
+  }
+
   /**
    * Waits until every blob this build wrote is in the store under its name with its chunk list and
    * object index. `rethrow` false (a build that failed anyway): waits without raising, so nothing
    * is still being written when the caller cleans up.
    */
   async settle(rethrow = false): Promise<void> {
+    this.buildObjectIndexes();
     const results = await Promise.allSettled(this.persisting.splice(0));
     const failed = results.find((result) => result.status === 'rejected');
     if (rethrow && failed !== undefined) throw (failed as PromiseRejectedResult).reason;
@@ -250,6 +285,7 @@ export class ImageBuilder {
       blockSizeBits,
       devices: blobDigests.map((digest) => ({ tag: digest, blocks: blocksOf(digest) })),
     };
+    this.buildObjectIndexes();
     const plan = planMetadataImage(root, base);
     // A volume UUID derived from the image's own bytes: the same input gives the same image.
     const image = emitMetadataImage(plan, base);
