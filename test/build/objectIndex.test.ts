@@ -1,11 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { ChunkIndex } from '../../src/format/chunk.js';
 import { writeMetadataImage } from '../../src/build/metadata.js';
 import { buildObjectIndex, objectPath, objectPathValues, type ObjectEntry } from '../../src/build/objectIndex.js';
 import { fingerprintValues } from '../../src/build/fingerprint.js';
 import { defaultAttrs, makeDir, type DirNode } from '../../src/build/tree.js';
+import { withKernelMount } from '../helpers/kernel.js';
+import { withTempDir } from '../helpers/tmp.js';
 
 /**
  * The oracle: the object index as a tree, `/<2 hex>/<hex>` (directories 0755, objects 0444), written by
@@ -100,6 +104,33 @@ test('object indexes are byte for byte what the general planner makes of their t
     assert.equal(actual.length, expected.length, `${name}: image size`);
     assert.ok(actual.equals(expected), `${name}: first difference at byte ${actual.findIndex((b, i) => b !== expected[i])}`);
   }
+});
+
+test('the kernel reads each object of an object index as the bytes its chunks map in the blob', async () => {
+  await withTempDir(async (dir) => {
+    const blockSizeBits = 12;
+    const list = objects(60, 7, blockSizeBits).filter((o) => o.sizeBytes < 2 ** 32);
+    const blocks = 1 + list.reduce((sum, o) => sum + o.chunks.filter((c) => c.blkaddr !== null).length * 2 ** (o.chunkBits - blockSizeBits), 0);
+    const blobBytes = randomBytes(blocks * 2 ** blockSizeBits);
+    const blob = createHash('sha256').update(blobBytes).digest('hex');
+    const blobPath = join(dir, blob);
+    const imagePath = join(dir, 'objects.erofs');
+    await writeFile(blobPath, blobBytes);
+    await writeFile(imagePath, buildObjectIndex(blob, blocks, [...list].reverse(), blockSizeBits));
+    await withKernelMount(imagePath, [blobPath], async (mountpoint) => {
+      for (const object of list) {
+        const expected = Buffer.alloc(object.sizeBytes);
+        object.chunks.forEach((chunk, c) => {
+          if (chunk.blkaddr === null) return;
+          const start = c * 2 ** object.chunkBits;
+          const length = Math.min(2 ** object.chunkBits, object.sizeBytes - start);
+          blobBytes.copy(expected, start, chunk.blkaddr * 2 ** blockSizeBits, chunk.blkaddr * 2 ** blockSizeBits + length);
+        });
+        const actual = await readFile(join(mountpoint, objectPath(object.contentSha256Hex)));
+        assert.ok(actual.equals(expected), `object ${object.contentSha256Hex}: content`);
+      }
+    });
+  });
 });
 
 test('object paths and fingerprint values written into one buffer equal those made one at a time', () => {
