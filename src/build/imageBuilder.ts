@@ -119,7 +119,9 @@ export class ImageBuilder {
         this.contentOf.set(data, hex);
         const verdict = sharingEligibility(data.chunks, data.sizeBytes);
         if (!verdict.eligible || verdict.deviceId !== currentSlot || objects.has(hex)) return;
-        objects.set(hex, { contentSha256Hex: hex, sizeBytes: data.sizeBytes, chunkBits: data.chunkBits, chunks: data.chunks.map((c) => (c.blkaddr === null ? c : { deviceId: 1, blkaddr: c.blkaddr })) });
+        // The index's chunks are on its device 1: the file's own when this layer's slot is 1 already.
+        const chunks = currentSlot === 1 ? data.chunks : data.chunks.map((c) => (c.blkaddr === null ? c : { deviceId: 1, blkaddr: c.blkaddr }));
+        objects.set(hex, { contentSha256Hex: hex, sizeBytes: data.sizeBytes, chunkBits: data.chunkBits, chunks });
       },
     });
     try {
