@@ -108,8 +108,8 @@ export class ImageBuilder {
     this.slots.push(slot);
     const currentSlot = this.slots.length;
     // Objects of this layer's blob: its files whose data lies wholly in it. Gathered as each file's
-    // chunks come back, while the layer streams (two threads share the work there) rather than all
-    // at the end of the layer, which everything after it waits for.
+    // chunks come back, while the layer streams and every thread has work, rather than in a pass
+    // after the layer's end, when the rest of the build waits for this thread alone.
     const objects = new Map<string, ObjectEntry>();
     const chunks = this.chunks;
     chunks.beginLayer(BlobWriter.temporaryPath(this.store.blobsDir), 2 ** this.options.blockSizeBits, this.options.policy, {
