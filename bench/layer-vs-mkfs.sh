@@ -81,6 +81,10 @@ echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 times_table tool "$WORK" ours-tar ours-gzip mkfs.erofs tar+mkfs.erofs gunzip+tar+mkfs.erofs mkfs.erofs-1.9.4-tar mkfs.erofs-1.9.4-ungzip bare-node-tar bare-node-gzip
 med() { cut -d' ' -f1 "$WORK/$1.times" | median; }
 ratio() { echo "ratio $1 / $2 (median wall): $(echo "$(med "$1") / $(med "$2")" | bc -l | cut -c1-5)"; }
+paired() { # A B: wall of A / wall of B in each round (line i of each .times file is round i)
+  paste -d' ' <(cut -d' ' -f1 "$WORK/$1.times") <(cut -d' ' -f1 "$WORK/$2.times") | awk '{print $1 / $2}' | sort -n |
+    awk -v a="$1" -v b="$2" '{r[NR] = $1} END {printf "ratio %s / %s per round (%d rounds): min %.3f, median %.3f, max %.3f\n", a, b, NR, r[1], (NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2), r[NR]}'
+}
 ratio ours-tar mkfs.erofs
 ratio ours-gzip mkfs.erofs
 ratio ours-tar tar+mkfs.erofs
@@ -92,6 +96,10 @@ ratio ours-gzip bare-node-gzip
 ratio bare-node-tar mkfs.erofs
 ratio bare-node-gzip mkfs.erofs
 ratio bare-node-gzip mkfs.erofs-1.9.4-ungzip
+# The goals' ratios per round as well: the two runs of a round are minutes apart, where medians over the
+# whole bench pair runs up to an hour apart, and this VM's speed drifts by more than 10% within an hour.
+paired ours-tar mkfs.erofs
+paired ours-gzip mkfs.erofs
 # One correctness check outside the timing: the tarball build without fingerprints passes fsck.erofs.
 rm -rf "$WORK/out"
 node bin/run.js build "$WORK/layer.tar" -o "$WORK/out" --no-fingerprints --json >"$WORK/report.json"
