@@ -19,21 +19,17 @@ export function objectPath(contentSha256Hex: string): string {
   return `/${contentSha256Hex.slice(0, 2)}/${contentSha256Hex}`;
 }
 
-const SLASH = 0x2f;
-
 /** {@link objectPath} of each digest as bytes, views of one buffer (see fingerprintValues for why). */
 export function objectPathValues(contentSha256Hexes: readonly string[]): Buffer[] {
+  const paths = contentSha256Hexes.map(objectPath);
   let total = 0;
-  for (const hex of contentSha256Hexes) total += 4 + hex.length;
+  for (const path of paths) total += path.length;
   const slab = Buffer.allocUnsafeSlow(total);
   let at = 0;
-  return contentSha256Hexes.map((hex) => {
+  return paths.map((path) => {
     const start = at;
-    slab[at] = SLASH;
-    slab.write(hex, at + 1, 2, 'latin1');
-    slab[at + 3] = SLASH;
-    slab.write(hex, at + 4, hex.length, 'latin1');
-    at += 4 + hex.length;
+    // Hex digits and slashes: one byte per character.
+    at += slab.write(path, at, 'latin1');
     return slab.subarray(start, at);
   });
 }
