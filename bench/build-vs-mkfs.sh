@@ -40,6 +40,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$REPO/bench/stats.sh"   # for its NODE_EXTRA_CA_CERTS rule
 TREE_DIR=${1:-${BENCH_TREE:-/var/tmp/erofs-bench-tree}}
 RUNS=${RUNS:-5}
 TREE_FILES=${TREE_FILES:-40000}
