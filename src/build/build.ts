@@ -253,7 +253,8 @@ async function buildOciImage(prepared: PreparedBuild, source: ImageSource, image
         const tar = await source.openLayer(layer);
         for await (const entry of readLayerEntries(tar, layer.label)) {
           options.signal?.throwIfAborted();
-          await applier.apply(entry, (e) => storeFile(`${layer.label}: ${e.path}`, (buffer, offset, length) => entry.body.read(buffer, offset, length), e.sizeBytes));
+          const applying = applier.apply(entry, (e) => storeFile(`${layer.label}: ${e.path}`, (buffer, offset, length) => entry.body.read(buffer, offset, length), e.sizeBytes));
+          if (applying !== undefined) await applying;
         }
       });
     }

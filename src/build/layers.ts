@@ -34,6 +34,17 @@ export class LayerApplyError extends Error {
 const WHITEOUT_PREFIX = '.wh.';
 
 /** Path components as tree keys (latin1 strings of the raw bytes), without empty or '.' parts. */
+/** What storing a file's body gives: where its data lives, and xattrs to add to it. */
+export interface StoredData {
+  data: RegularData;
+  xattrs: [string, Buffer][];
+}
+
+function regularNode(attrs: NodeAttrs, { data, xattrs }: StoredData): TreeNode {
+  for (const [xattrName, value] of xattrs) attrs.xattrs.set(xattrName, value);
+  return { kind: 'reg', data, ...attrs };
+}
+
 function splitPath(path: Buffer): string[] {
   return nameKey(path)
     .split('/')
@@ -64,7 +75,7 @@ export class LayerApplier {
    * Applies one entry. `regularData` turns a file entry's body into stored data; it is called only
    * for entries that end up in the tree (whiteouts and markers have no body to store).
    */
-  async apply<E extends LayerEntry>(entry: E, regularData: (entry: E) => { data: RegularData; xattrs: [string, Buffer][] } | Promise<{ data: RegularData; xattrs: [string, Buffer][] }>): Promise<void> {
+  apply<E extends LayerEntry>(entry: E, regularData: (entry: E) => StoredData | Promise<StoredData>): void | Promise<void> {
     const components = splitPath(entry.pathBytes ?? Buffer.from(entry.path));
     if (components.length === 0) {
       if (entry.type !== 'dir') throw this.error(entry, 'the root must be a directory');
@@ -104,9 +115,11 @@ export class LayerApplier {
       }
       case 'file': {
         const attrs = this.attrsOf(entry);
-        const { data, xattrs } = await regularData(entry);
-        for (const [xattrName, value] of xattrs) attrs.xattrs.set(xattrName, value);
-        node = { kind: 'reg', data, ...attrs };
+        // A promise only when storing had to wait (for the stream or a free buffer): most files of a
+        // layer are applied without one (see readLayerEntries on why that matters).
+        const stored = regularData(entry);
+        if (stored instanceof Promise) return stored.then((ready) => this.place(parent, key, regularNode(attrs, ready)));
+        node = regularNode(attrs, stored);
         break;
       }
       case 'symlink':
@@ -123,6 +136,10 @@ export class LayerApplier {
         node = { kind: 'fifo', ...this.attrsOf(entry) };
         break;
     }
+    this.place(parent, key, node);
+  }
+
+  private place(parent: DirNode, key: string, node: TreeNode): void {
     parent.children.set(key, node);
     this.currentLayer.add(node);
   }

@@ -331,6 +331,13 @@ class StreamBytes {
     return out.subarray(0, filled);
   }
 
+  /** Skips `lengthBytes` if they are all ready (true); otherwise skips nothing (false: use {@link skip}). */
+  skipReady(lengthBytes: number): boolean {
+    if (this.chunk.length - this.at < lengthBytes) return false;
+    this.at += lengthBytes;
+    return true;
+  }
+
   /** Skips up to `lengthBytes`; returns how many were there. */
   async skip(lengthBytes: number): Promise<number> {
     let skipped = 0;
@@ -376,8 +383,16 @@ class StreamEntryBody implements EntryBody {
     }
   }
 
-  /** Skips what was not read, then the padding to the next header. */
-  async finish(paddingAfterBytes: number): Promise<void> {
+  /**
+   * Skips what was not read, then the padding to the next header. A promise only when the stream
+   * has to be waited for (see readLayerEntries on why the ready case avoids one).
+   */
+  finish(paddingAfterBytes: number): Promise<void> | undefined {
+    if (this.leftBytes === 0 && this.bytes.skipReady(paddingAfterBytes)) return undefined;
+    return this.finishWaiting(paddingAfterBytes);
+  }
+
+  private async finishWaiting(paddingAfterBytes: number): Promise<void> {
     if (this.leftBytes > 0 && (await this.bytes.skip(this.leftBytes)) < this.leftBytes) throw this.truncated();
     this.leftBytes = 0;
     // A tar may end right after the last body's padding is due; the header read reports it.
@@ -409,7 +424,10 @@ export async function* readLayerEntries(tarBytes: Readable, layerName: string, o
   try {
     for (;;) {
       const headerOffset = bytes.positionBytes;
-      const block = await bytes.exactly(TAR_BLOCK_BYTES);
+      // Bytes already received are taken without an await: a layer of tens of thousands of small
+      // files passes several awaits per entry otherwise, each a turn of the microtask queue on the
+      // busiest thread of a conversion.
+      const block = bytes.ready() >= TAR_BLOCK_BYTES ? bytes.take(TAR_BLOCK_BYTES) : await bytes.exactly(TAR_BLOCK_BYTES);
       if (block.length < TAR_BLOCK_BYTES) {
         if (bytes.receivedBytes === 0) throw invalid('empty stream (0 bytes), not a tar: even an empty layer has an end-of-archive marker');
         if (block.length === 0 && lastEntry !== undefined) throw invalid(`truncated tar (no end-of-archive marker after entry ${showName(lastEntry)})`);
@@ -425,8 +443,9 @@ export async function* readLayerEntries(tarBytes: Readable, layerName: string, o
       }
       if (ExtendedHeaders.isExtendedHeader(header.typeflag)) {
         if (header.sizeBytes > MAX_PAX_BYTES) throw invalid(`extended header over ${MAX_PAX_BYTES / 2 ** 20} MiB ${after()}`);
-        const data = await bytes.exactly(header.sizeBytes);
-        if (data.length < header.sizeBytes || (await bytes.skip(paddingBytes(header.sizeBytes))) < paddingBytes(header.sizeBytes)) {
+        const data = bytes.ready() >= header.sizeBytes ? bytes.take(header.sizeBytes) : await bytes.exactly(header.sizeBytes);
+        const padding = paddingBytes(header.sizeBytes);
+        if (data.length < header.sizeBytes || (!bytes.skipReady(padding) && (await bytes.skip(padding)) < padding)) {
           throw invalid(`truncated tar (ends inside an extended header ${after()})`);
         }
         try {
@@ -446,7 +465,8 @@ export async function* readLayerEntries(tarBytes: Readable, layerName: string, o
       const entry = built as LayerEntry;
       entry.body = body;
       yield entry;
-      await body.finish(paddingBytes(built.sizeBytes));
+      const finishing = body.finish(paddingBytes(built.sizeBytes));
+      if (finishing !== undefined) await finishing;
     }
     // The end-of-archive marker (and the record padding after it) is read to the end: the stream's
     // own checks (digest, size, diff_id) run when it ends.

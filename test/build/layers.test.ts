@@ -32,6 +32,22 @@ function listing(root: DirNode): string[] {
   return out.sort();
 }
 
+test('an entry whose file was stored at once is placed without a promise; one whose storing waits, when it settles', async () => {
+  const applier = new LayerApplier(makeDir());
+  applier.beginLayer('layer0');
+  const storedNow = (e: LayerEntry) => ({ data: { kind: 'inline' as const, bytes: Buffer.from(e.path) }, xattrs: [] as [string, Buffer][] });
+  assert.equal(applier.apply(entry('d', 'dir'), storedNow), undefined);
+  assert.equal(applier.apply(entry('d/now'), storedNow), undefined);
+  assert.deepEqual([...(applier.root.children.get('d') as DirNode).children.keys()], ['now']);
+  const waiting = applier.apply(entry('d/later'), store);
+  assert.ok(waiting instanceof Promise);
+  assert.deepEqual([...(applier.root.children.get('d') as DirNode).children.keys()], ['now']);
+  await waiting;
+  const later = (applier.root.children.get('d') as DirNode).children.get('later');
+  assert.equal(later?.kind, 'reg');
+  assert.deepEqual(later.kind === 'reg' && later.data.kind === 'inline' ? later.data.bytes.toString() : undefined, 'content of d/later');
+});
+
 test('whiteouts delete from lower layers; opaque directories hide lower contents', async () => {
   const root = await applyLayers([
     [entry('etc', 'dir'), entry('etc/a'), entry('etc/b'), entry('opt', 'dir'), entry('opt/old'), entry('opt/sub', 'dir'), entry('opt/sub/x')],

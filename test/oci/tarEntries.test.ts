@@ -179,6 +179,32 @@ test('every entry type with its attributes: PAX xattrs (binary), uid 70000, ns m
   assert.deepEqual(byPath.get('xattr-only')!.xattrs.get('user.b64'), binaryXattr);
 });
 
+test('the same entries whether the tar comes whole (every step ready at once) or in pieces of 1 to 1000 bytes (steps wait)', async () => {
+  const entries: TestEntry[] = [
+    { name: './', typeflag: TYPEFLAG.dir, mode: 0o755 },
+    { name: './a', data: 'x'.repeat(700), pax: [['mtime', '1700000000.5'], ['SCHILY.xattr.user.k', Buffer.from([0, 1, 2, 0x0a])]] },
+    { name: `./${'n'.repeat(180)}`, data: 'long name', gnuLongName: true },
+    { name: './empty', data: '' },
+    { name: './link', typeflag: TYPEFLAG.symlink, linkName: 'a', pax: [['path', './renamed-link']] },
+    { name: './b', data: 'y'.repeat(1536) },
+  ];
+  const tar = makeTar(entries);
+  const whole = await readAll(tar, tar.length);
+  assert.deepEqual(
+    whole.map((e) => [e.path, e.sizeBytes, e.data.length]),
+    [
+      ['', 0, 0],
+      ['a', 700, 700],
+      [`${'n'.repeat(180)}`, 9, 9],
+      ['empty', 0, 0],
+      ['renamed-link', 0, 0],
+      ['b', 1536, 1536],
+    ],
+  );
+  assert.deepEqual(whole[1]!.xattrs.get('user.k'), Buffer.from([0, 1, 2, 0x0a]));
+  for (const pieceBytes of [1, 7, 511, 512, 513, 1000]) assert.deepEqual(await readAll(tar, pieceBytes), whole, `pieces of ${pieceBytes} bytes`);
+});
+
 test('PAX global headers apply to the entries after them, a later global header overrides an earlier one, local records win', async () => {
   const global = (records: [string, string][]) => ({ name: 'pax_global_header', typeflag: TYPEFLAG.paxGlobal, data: encodePaxRecords(records) });
   const entries = await readAll(
