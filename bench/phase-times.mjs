@@ -1,22 +1,19 @@
 #!/usr/bin/env node
 // Where a build's time goes, in process (no CLI start-up): wall time and main-thread CPU time of each
-// layer and of the image's finish (metadata planning and emitting, waiting for the object index thread and
+// layer and of the image's finish (building the object indexes, metadata planning and emitting, waiting for
 // the blob fsync), and of the whole build. Main-thread CPU is read from /proc (the workers' time is not in it).
 //
 // Usage: node bench/phase-times.mjs SOURCE OUTDIR [RUNS]     (after `npm run build`; OUTDIR is replaced)
-import { readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { build } from '../dist/src/build/build.js';
 import { ImageBuilder } from '../dist/src/build/imageBuilder.js';
+import { mainThreadCpuMs } from './mainThreadCpu.mjs';
 
 const [source, outDir, runsArg] = process.argv.slice(2);
 if (!source || !outDir) {
   console.error('usage: node bench/phase-times.mjs SOURCE OUTDIR [RUNS]');
   process.exit(2);
 }
-const mainThreadCpuMs = () => {
-  const fields = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10; // utime + stime, in clock ticks of 10 ms
-};
 let phases = [];
 const timed = (name, original) =>
   async function (...args) {

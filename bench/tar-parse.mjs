@@ -7,17 +7,14 @@
 //
 // Usage: node bench/tar-parse.mjs LAYER.tar [RUNS] [DIST_DIR...]   (default: RUNS=10, DIST_DIR=dist)
 import { execFileSync } from 'node:child_process';
-import { createReadStream, readFileSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import path from 'node:path';
+import { mainThreadCpuMs } from './mainThreadCpu.mjs';
 
 const [layer, runsArg, ...distArgs] = process.argv.slice(2);
 if (process.env.TAR_PARSE_CHILD !== undefined) {
   // One measurement, in a fresh process: the reader's code is as cold as in a conversion.
   const { readLayerEntries } = await import(path.resolve(process.env.TAR_PARSE_CHILD, 'src/oci/index.js'));
-  const mainThreadCpuMs = () => {
-    const fields = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return (Number(fields[11]) + Number(fields[12])) * 10; // utime + stime, clock ticks of 10 ms
-  };
   const before = mainThreadCpuMs();
   let entries = 0;
   for await (const _entry of readLayerEntries(createReadStream(layer, { highWaterMark: 1 << 20 }), layer)) entries++;

@@ -1,4 +1,5 @@
-import { nameKey, type DirNode, type NodeAttrs, type RegularData, type TreeNode } from './tree.js';
+import type { StoredFile } from './imageBuilder.js';
+import { nameKey, type DirNode, type NodeAttrs, type TreeNode } from './tree.js';
 
 /** One entry of a layer tar, normalized (what src/oci yields). Paths are '/'-separated, relative. */
 export interface LayerEntry {
@@ -33,18 +34,12 @@ export class LayerApplyError extends Error {
 
 const WHITEOUT_PREFIX = '.wh.';
 
-/** Path components as tree keys (latin1 strings of the raw bytes), without empty or '.' parts. */
-/** What storing a file's body gives: where its data lives, and xattrs to add to it. */
-export interface StoredData {
-  data: RegularData;
-  xattrs: [string, Buffer][];
-}
-
-function regularNode(attrs: NodeAttrs, { data, xattrs }: StoredData): TreeNode {
+function regularNode(attrs: NodeAttrs, { data, xattrs }: StoredFile): TreeNode {
   for (const [xattrName, value] of xattrs) attrs.xattrs.set(xattrName, value);
   return { kind: 'reg', data, ...attrs };
 }
 
+/** Path components as tree keys (latin1 strings of the raw bytes), without empty or '.' parts. */
 function splitPath(path: Buffer): string[] {
   return nameKey(path)
     .split('/')
@@ -75,7 +70,7 @@ export class LayerApplier {
    * Applies one entry. `regularData` turns a file entry's body into stored data; it is called only
    * for entries that end up in the tree (whiteouts and markers have no body to store).
    */
-  apply<E extends LayerEntry>(entry: E, regularData: (entry: E) => StoredData | Promise<StoredData>): void | Promise<void> {
+  apply<E extends LayerEntry>(entry: E, regularData: (entry: E) => StoredFile | Promise<StoredFile>): void | Promise<void> {
     const components = splitPath(entry.pathBytes ?? Buffer.from(entry.path));
     if (components.length === 0) {
       if (entry.type !== 'dir') throw this.error(entry, 'the root must be a directory');
