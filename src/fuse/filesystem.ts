@@ -54,6 +54,12 @@ interface Node {
 interface DirHandle {
   entries: Array<{ name: Buffer; nodeid?: bigint; nid?: number; fileType: number; served?: ServedImage }>;
   node: Node;
+  /**
+   * Nodes a plain READDIR of this handle made to give their entries an inode number. The kernel takes
+   * no reference to them (it will never FORGET them), so those it has not looked up by the time the
+   * handle is released are dropped then.
+   */
+  unreferenced: Node[];
 }
 
 function blocks512(st: ErofsStat, blockSizeBytes: number): number {
@@ -167,7 +173,7 @@ export class MultiImageFs implements RequestHandler {
       case OPCODE.READDIRPLUS:
         return this.readdir(body, true);
       case OPCODE.RELEASEDIR:
-        this.dirHandles.delete(body.readBigUInt64LE(0));
+        this.releaseDir(body.readBigUInt64LE(0));
         return Buffer.alloc(0);
       case OPCODE.STATFS:
         return this.statfs(header.nodeid);
@@ -203,12 +209,25 @@ export class MultiImageFs implements RequestHandler {
 
   private forget(nodeid: bigint, count: number): void {
     const node = this.nodes.get(nodeid);
-    if (node === undefined || node === this.root) return;
+    if (node === undefined) return;
     node.lookups = Math.max(0, node.lookups - count);
-    if (node.lookups > 0) return;
-    this.nodes.delete(nodeid);
+    if (node.lookups === 0) this.drop(node);
+  }
+
+  /** Forgets a node the kernel holds no reference to: its nodeid is never used again. */
+  private drop(node: Node): void {
+    if (node === this.root || this.nodes.get(node.nodeid) !== node) return;
+    this.nodes.delete(node.nodeid);
     for (const { served, nid } of node.backings) this.byImageNid.delete(`${served.id}\0${nid}`);
     if (node.contentKey !== undefined && this.byContent.get(node.contentKey) === node) this.byContent.delete(node.contentKey);
+  }
+
+  private releaseDir(fh: bigint): void {
+    const handle = this.dirHandles.get(fh);
+    if (handle === undefined) return;
+    this.dirHandles.delete(fh);
+    // A node the kernel looked up meanwhile has a reference, and goes when the kernel forgets it.
+    for (const node of handle.unreferenced) if (node.lookups === 0) this.drop(node);
   }
 
   /** Number of nodes the file system holds (the root included). */
@@ -369,6 +388,7 @@ export class MultiImageFs implements RequestHandler {
     const fh = this.nextFh++;
     this.dirHandles.set(fh, {
       node,
+      unreferenced: [],
       entries: [{ name: Buffer.from('.'), nodeid: node.nodeid, fileType: 4 }, { name: Buffer.from('..'), nodeid: node.parent, fileType: 4 }, ...entries],
     });
     // CACHE_DIR: the kernel keeps the listing in its page cache; KEEP_CACHE: across opens too.
@@ -397,7 +417,12 @@ export class MultiImageFs implements RequestHandler {
       if (nodeid === undefined && entry.served !== undefined) {
         const nid = entry.nid ?? entry.served.image.rootNid;
         // readdirplus hands the kernel a reference; plain readdir only an inode number.
-        node = plus ? await this.referencedNode(entry.served, nid, handle.node.nodeid) : await this.nodeFor(entry.served, nid, handle.node.nodeid);
+        if (plus) {
+          node = await this.referencedNode(entry.served, nid, handle.node.nodeid);
+        } else {
+          node = await this.nodeFor(entry.served, nid, handle.node.nodeid);
+          if (node.lookups === 0) handle.unreferenced.push(node);
+        }
         nodeid = node.nodeid;
       }
       if (plus) {

@@ -134,6 +134,38 @@ test('nodes the kernel forgets are dropped by the daemon; files read back the sa
   await assertAllReleased();
 });
 
+test('nodes a plain READDIR makes are dropped: listing a large directory without stat leaves nothing held once the kernel forgets', async () => {
+  const mnt = await mountpoint('fuse-readdir-nodes');
+  await cliJson<FuseMountResult>(['mount', '--fuse', built.v1.metadataImage, mnt, ...rt()]);
+  const nodes = async (): Promise<number> => (await askDaemon(built.runtimeDir, { op: 'ping' }))?.nodes ?? -1;
+  try {
+    await writeFile('/proc/sys/vm/drop_caches', '2\n');
+    const dir = join(mnt, 'usr', 'bin');
+    await stat(dir);
+    const before = await nodes();
+    // `ls -f` neither sorts nor stats: the kernel reads the first part of the directory with READDIRPLUS
+    // (which references each entry) and, with no lookups in between, the rest with plain READDIR (which
+    // references none, so it never sends FORGET for them).
+    const listed = (await runChecked('ls', ['-f', dir])).stdout.split('\n').filter((l) => l !== '');
+    const expected = (await withKernelMount(built.v1.metadataImage, built.v1.blobs, (k) => runChecked('ls', ['-f', join(k, 'usr', 'bin')]))).stdout.split('\n').filter((l) => l !== '');
+    assert.deepEqual([...listed].sort(), [...expected].sort(), 'the listing is the kernel mount\'s');
+    assert.ok(listed.length > 200, `a directory larger than one READDIRPLUS reply (${listed.length} entries)`);
+    await writeFile('/proc/sys/vm/drop_caches', '2\n');
+    let left = await nodes();
+    for (let i = 0; i < 100 && left > before; i++) {
+      await sleep(100);
+      left = await nodes();
+    }
+    assert.ok(left >= 0 && left <= before, `the daemon holds ${left} nodes after the listing was forgotten, ${before} before it`);
+    // Looked up after their READDIR nodes were dropped, the entries are served as before.
+    const bash = await stat(join(dir, 'bash'));
+    assert.ok(bash.isFile() && bash.size > 100_000);
+  } finally {
+    await cliJson<FuseUnmountResult>(['umount', mnt, ...rt()]);
+  }
+  await assertAllReleased();
+});
+
 test('a killed daemon is cleaned up by the next command', async () => {
   const mnt = await mountpoint('fuse-killed');
   const mounted = await cliJson<FuseMountResult>(['mount', '--fuse', built.v1.metadataImage, mnt, ...rt()]);
