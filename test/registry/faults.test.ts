@@ -7,7 +7,7 @@ import { pullErofsArtifact, pushLayoutImages, RegistryHttpError } from '../../sr
 import { run } from '../helpers/exec.js';
 import { snapshotImage } from '../helpers/imageTree.js';
 import { freePort, skopeoPush, withRegistry } from '../helpers/registry.js';
-import { withFaultProxy } from '../helpers/registryProxy.js';
+import { withFaultProxy, type ProxyAction } from '../helpers/registryProxy.js';
 import { withTempDir } from '../helpers/tmp.js';
 import { assertTreesEqual } from '../helpers/tree.js';
 import { makeTar, writeLayout } from '../oci/helpers.js';
@@ -51,7 +51,8 @@ test('faults: wrong digests, 404, 500 and an unreachable registry are one-line e
           {
             what: '500 on the layer',
             rule: (req) => (req.method === 'GET' && req.url === `/v2/syn/app/blobs/${layerDigest}` ? { respond: { status: 500, body: '{"errors":[{"code":"UNKNOWN","message":"disk on fire"}]}' } } : undefined),
-            error: new RegExp(`syn/app:v1: registry answered 500 Internal Server Error for GET /v2/syn/app/blobs/${layerDigest}: UNKNOWN: disk on fire$`),
+            // A 500 that does not pass: retried (EROFS_REGISTRY_RETRIES, 3 by default), then reported.
+            error: new RegExp(`syn/app:v1: registry answered 500 Internal Server Error for GET /v2/syn/app/blobs/${layerDigest}: UNKNOWN: disk on fire \\(4 attempts\\)$`),
           },
           {
             what: 'layer blob lost by the registry',
@@ -59,7 +60,7 @@ test('faults: wrong digests, 404, 500 and an unreachable registry are one-line e
             error: new RegExp(`syn/app:v1: app:v1 layer 1/1 blob ${layerDigest} is missing`),
           },
           { what: 'unknown tag', rule: undefined, spec: `docker://${proxy.host}/syn/app:nope`, error: /syn\/app:nope: registry answered 404 Not Found for GET \/v2\/syn\/app\/manifests\/nope: MANIFEST_UNKNOWN: manifest unknown$/ },
-          { what: 'nothing listening', rule: undefined, spec: `docker://127.0.0.1:${await freePort()}/syn/app:v1`, error: /syn\/app:v1: GET \/v2\/syn\/app\/manifests\/v1 failed: connect ECONNREFUSED/ },
+          { what: 'nothing listening', rule: undefined, spec: `docker://127.0.0.1:${await freePort()}/syn/app:v1`, error: /syn\/app:v1: GET \/v2\/syn\/app\/manifests\/v1 failed: connect ECONNREFUSED 127\.0\.0\.1:\d+ \(4 attempts\)$/ },
           { what: 'bad reference', rule: undefined, spec: 'docker://127.0.0.1:5000/Syn/app:v1', error: /repository component "Syn" is not valid/ },
         ];
         for (const [i, c] of cases.entries()) {
@@ -85,13 +86,17 @@ test('faults: a push that fails (500 on an upload or on the manifest, 401, a wro
       await withFaultProxy(registry.host, {}, async (proxy) => {
         const target = `docker://${proxy.host}/syn/pushed:v1`;
         proxy.rule = (req) => (req.method === 'PUT' && req.url?.includes('/blobs/uploads/') === true ? { respond: { status: 500 } } : undefined);
-        await assert.rejects(pushLayoutImages(out, ['v1'], target), (error: Error) => error instanceof RegistryHttpError && /registry answered 500 Internal Server Error for PUT \/v2\/syn\/pushed\/blobs\/uploads\//.test(error.message));
+        const before = proxy.requests.length;
+        await assert.rejects(pushLayoutImages(out, ['v1'], target), (error: Error) => error instanceof RegistryHttpError && /registry answered 500 Internal Server Error for PUT \/v2\/syn\/pushed\/blobs\/uploads\/\S+ \(4 attempts\)$/.test(error.message));
+        const tries = proxy.requests.slice(before).filter((r) => r.path.includes('/blobs/uploads/'));
+        // (The client also DELETEs each failed session, as a courtesy.)
+        assert.deepEqual(tries.filter((r) => r.method !== 'DELETE').map((r) => `${r.method} ${r.status}`), ['POST 202', 'PUT 500', 'POST 202', 'PUT 500', 'POST 202', 'PUT 500', 'POST 202', 'PUT 500'], 'each retry of a failed upload opens a new session');
         assert.equal((await manifestAt(registry.host, 'syn/pushed', 'v1')).status, 404);
 
         proxy.rule = (req) => (req.method === 'PUT' && req.url?.includes('/manifests/') === true ? { respond: { status: 500 } } : undefined);
         const result = await run('node', [...CLI, 'build', `${layout}:v1`, '-o', join(dir, 'out2'), '--push', target]);
         assert.notEqual(result.code, 0, result.output);
-        assertOneLineError(result, /syn\/pushed:v1: registry answered 500 Internal Server Error for PUT \/v2\/syn\/pushed\/manifests\/v1$/);
+        assertOneLineError(result, /syn\/pushed:v1: registry answered 500 Internal Server Error for PUT \/v2\/syn\/pushed\/manifests\/v1 \(4 attempts\)$/);
         assert.equal((await manifestAt(registry.host, 'syn/pushed', 'v1')).status, 404);
 
         // A 401 without a challenge to answer.
@@ -119,7 +124,7 @@ test('faults: a push that fails (500 on an upload or on the manifest, 401, a wro
   });
 });
 
-test('faults: the registry killed and restarted in the middle of a blob upload: the push fails cleanly, and pushed again it completes', async () => {
+test('faults: the registry killed in the middle of a blob upload: back at once, the push retries and completes; down for good, it fails cleanly, and pushed again later it completes', async () => {
   await withTempDir(async (dir) => {
     await withRegistry({}, async (registry) => {
       const layout = join(dir, 'layout');
@@ -133,35 +138,101 @@ test('faults: the registry killed and restarted in the middle of a blob upload: 
       await writeLayout(layout, [{ tag: 'v1', layers: [{ tar, compression: 'gzip' }] }]);
       const out = join(dir, 'out');
       const built = (await build([`${layout}:v1`], { outputDir: out })).images[0]!;
+      const assertPushed = async (repository: string): Promise<void> => {
+        const manifest = await manifestAt(registry.host, repository, 'v1');
+        assert.equal(manifest.status, 200);
+        const layers = (manifest.json!['layers'] as Array<{ digest: string }>).map((l) => l.digest);
+        for (const digest of [(manifest.json!['config'] as { digest: string }).digest, ...layers]) assert.equal(await blobStatus(registry.host, repository, digest), 200, digest);
+        const pulled = await pullErofsArtifact(`docker://${registry.host}/${repository}:v1`, join(dir, `pulled-${repository.replace('/', '_')}`));
+        assertTreesEqual(await snapshotImage(built.metadataImage, built.blobs), await snapshotImage(pulled.metadataImage, pulled.blobs));
+      };
       await withFaultProxy(registry.host, {}, async (proxy) => {
-        let holds = 0;
         // The first blob upload that carries data: once its first bytes reached the registry, kill
-        // the registry (a crash), then let the client's connection drop.
-        proxy.rule = (req) =>
-          req.method === 'PUT' && req.url?.includes('/blobs/uploads/') === true && holds === 0
-            ? {
-                hold: async () => {
-                  holds++;
-                  await registry.kill();
-                },
-              }
-            : undefined;
+        // the registry (a crash), restart it when `restart`, then let the client's connection drop.
+        let holds = 0;
+        const crashDuringUpload = (restart: boolean) => {
+          holds = 0;
+          proxy.rule = (req) =>
+            req.method === 'PUT' && req.url?.includes('/blobs/uploads/') === true && holds === 0
+              ? {
+                  hold: async () => {
+                    holds++;
+                    await registry.kill();
+                    if (restart) await registry.start();
+                  },
+                }
+              : undefined;
+        };
+
+        // Back at once (a registry restarted by its supervisor): the upload starts over in a new session.
+        crashDuringUpload(true);
+        const before = proxy.requests.length;
+        const recovered = await run('node', [...CLI, 'build', `${layout}:v1`, '-o', join(dir, 'out-recovered'), '--push', `docker://${proxy.host}/syn/recover:v1`]);
+        assert.equal(recovered.code, 0, recovered.output);
+        assert.equal(holds, 1);
+        const sessions = proxy.requests.slice(before).filter((r) => r.method === 'POST' && r.path.endsWith('/blobs/uploads/'));
+        assert.ok(sessions.length >= 3, `a new upload session after the dropped one (${sessions.length} sessions for 2 blobs)`);
+        await assertPushed('syn/recover');
+
+        // Down for good: every retry fails, and the push with it, naming the request and its tries.
+        crashDuringUpload(false);
         const target = `docker://${proxy.host}/syn/restart:v1`;
         const failed = await run('node', [...CLI, 'build', `${layout}:v1`, '-o', join(dir, 'out-failed'), '--push', target]);
         assert.equal(holds, 1);
-        assertOneLineError(failed, /syn\/restart:v1: PUT \/v2\/syn\/restart\/blobs\/uploads\/[\w-]+ failed: /);
+        assertOneLineError(failed, /syn\/restart:v1: POST \/v2\/syn\/restart\/blobs\/uploads\/ failed: .+ \(4 attempts\)$/);
         await registry.start();
-        assert.equal((await manifestAt(registry.host, 'syn/restart', 'v1')).status, 404, 'no manifest after the interrupted push');
+        assert.equal((await manifestAt(registry.host, 'syn/restart', 'v1')).status, 404, 'no manifest after the failed push');
 
         proxy.rule = undefined;
         const pushed = await pushLayoutImages(out, ['v1'], target);
-        const manifest = await manifestAt(registry.host, 'syn/restart', 'v1');
-        assert.equal(manifest.status, 200);
-        const layers = (manifest.json!['layers'] as Array<{ digest: string }>).map((l) => l.digest);
-        for (const digest of [(manifest.json!['config'] as { digest: string }).digest, ...layers]) assert.equal(await blobStatus(registry.host, 'syn/restart', digest), 200, digest);
         assert.equal(pushed.manifestDigest, built.ociLayout.manifestDigest);
-        const pulled = await pullErofsArtifact(`docker://${registry.host}/syn/restart:v1`, join(dir, 'pulled'));
-        assertTreesEqual(await snapshotImage(built.metadataImage, built.blobs), await snapshotImage(pulled.metadataImage, pulled.blobs));
+        await assertPushed('syn/restart');
+      });
+    });
+  });
+});
+
+test('faults: transient answers (503, 429 with Retry-After, a dropped connection) are retried: a build from the registry and a push complete', async () => {
+  await withTempDir(async (dir) => {
+    await withRegistry({}, async (registry) => {
+      const layout = join(dir, 'layout');
+      await writeLayout(layout, [{ tag: 'v1', layers: [{ tar: markerTar('transient'), compression: 'gzip' }] }]);
+      await pushLayoutImages(layout, ['v1'], `docker://${registry.host}/syn/flaky:v1`);
+      await withFaultProxy(registry.host, {}, async (proxy) => {
+        // Each kind of request fails twice before it is let through.
+        const failures = new Map<string, number>();
+        const twice = (key: string, action: ProxyAction): ProxyAction | undefined => {
+          const seen = failures.get(key) ?? 0;
+          failures.set(key, seen + 1);
+          return seen < 2 ? action : undefined;
+        };
+        proxy.rule = (req) => {
+          const url = req.url ?? '';
+          if (req.method === 'GET' && url.includes('/manifests/')) return twice('manifest', { respond: { status: 503, body: '{"errors":[{"code":"UNAVAILABLE","message":"try later"}]}' } });
+          if (req.method === 'GET' && url.includes('/blobs/')) return twice('blob', { respond: { status: 429, headers: { 'retry-after': '0' } } });
+          if (req.method === 'HEAD' && url.includes('/blobs/')) return twice('head', { respond: { status: 502 } });
+          if (req.method === 'PUT' && url.includes('/blobs/uploads/')) return twice('upload', { respond: { status: 504 } });
+          if (req.method === 'PUT' && url.includes('/manifests/')) return twice('put-manifest', { hold: async () => undefined });
+          return undefined;
+        };
+        const out = join(dir, 'out');
+        const result = await run('node', [...CLI, 'build', `docker://${proxy.host}/syn/flaky:v1`, '-o', out, '--push', `docker://${proxy.host}/syn/flaky-erofs:v1`]);
+        assert.equal(result.code, 0, result.output);
+        for (const key of ['manifest', 'blob', 'head', 'upload', 'put-manifest']) assert.ok((failures.get(key) ?? 0) >= 3, `${key}: failed twice, then let through (${failures.get(key)} requests)`);
+        proxy.rule = undefined;
+        const pulled = await pullErofsArtifact(`docker://${registry.host}/syn/flaky-erofs:v1`, join(dir, 'pulled'));
+        const [image] = (await build([`${layout}:v1`], { outputDir: join(dir, 'local') })).images;
+        assertTreesEqual(await snapshotImage(image!.metadataImage, image!.blobs), await snapshotImage(pulled.metadataImage, pulled.blobs));
+
+        // EROFS_REGISTRY_RETRIES=0: the first 503 fails the build.
+        failures.clear();
+        proxy.rule = (req) => (req.method === 'GET' && (req.url ?? '').includes('/manifests/') ? twice('manifest', { respond: { status: 503 } }) : undefined);
+        const once = await run('env', ['EROFS_REGISTRY_RETRIES=0', 'node', ...CLI, 'build', `docker://${proxy.host}/syn/flaky:v1`, '-o', join(dir, 'out-once')]);
+        assertOneLineError(once, /syn\/flaky:v1: registry answered 503 Service Unavailable for GET \/v2\/syn\/flaky\/manifests\/v1$/);
+        assert.equal(failures.get('manifest'), 1);
+        assert.deepEqual(await filesUnder(join(dir, 'out-once')), []);
+        const unreadable = await run('env', ['EROFS_REGISTRY_RETRIES=many', 'node', ...CLI, 'build', `docker://${proxy.host}/syn/flaky:v1`, '-o', join(dir, 'out-bad-env')]);
+        assertOneLineError(unreadable, /EROFS_REGISTRY_RETRIES: "many" is not a whole number of retries from 0 to 100$/);
       });
     });
   });

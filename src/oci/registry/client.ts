@@ -1,9 +1,10 @@
 import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { digestOf } from '../digest.js';
 import { DigestMismatchError } from '../errors.js';
 import { INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES } from '../mediaTypes.js';
 import { basicHeader, dockerConfigPath, parseChallenge, readDockerCredentials, type Challenge, type Credentials } from './auth.js';
-import { RegistryAuthError, RegistryHttpError, RegistryUnreachableError } from './errors.js';
+import { RegistryAuthError, RegistryConfigError, RegistryHttpError, RegistryUnreachableError } from './errors.js';
 import { registryBaseUrl, type RegistryReference } from './reference.js';
 
 export interface RegistryClientOptions {
@@ -16,6 +17,47 @@ export interface RegistryClientOptions {
   /** For the plain-HTTP rule (default process.env). */
   env?: NodeJS.ProcessEnv;
   signal?: AbortSignal;
+  /**
+   * How many times a request that failed in a way that may pass (see {@link isTransientRegistryError})
+   * is made again. Default: {@link RETRIES_ENV}, else {@link DEFAULT_RETRIES}.
+   */
+  retries?: number;
+  /** Wait before the first retry, doubled before each next one (default 500 ms); a `Retry-After` the registry sends is honoured up to {@link MAX_RETRY_WAIT_MS}. */
+  retryDelayMs?: number;
+}
+
+/** Environment variable: how many times a failed registry request is retried (0 turns retries off). */
+export const RETRIES_ENV = 'EROFS_REGISTRY_RETRIES';
+/** As docker and crane do: a registry restarting, a proxy's 502, a rate limit pass within seconds. */
+export const DEFAULT_RETRIES = 3;
+const DEFAULT_RETRY_DELAY_MS = 500;
+/** The longest wait a `Retry-After` gets; a registry asking for more fails the request. */
+export const MAX_RETRY_WAIT_MS = 30_000;
+/** Statuses a registry, or a proxy or load balancer in front of it, answers for a condition that passes. */
+const TRANSIENT_STATUSES: readonly number[] = [408, 429, 500, 502, 503, 504];
+
+/** A failure worth another try: the registry could not be reached or dropped the connection, or answered a transient status. */
+export function isTransientRegistryError(error: unknown): boolean {
+  if (error instanceof RegistryUnreachableError) return true;
+  return error instanceof RegistryHttpError && !(error instanceof RegistryAuthError) && TRANSIENT_STATUSES.includes(error.status);
+}
+
+function retriesFrom(options: RegistryClientOptions): number {
+  if (options.retries !== undefined) return options.retries;
+  const text = (options.env ?? process.env)[RETRIES_ENV];
+  if (text === undefined || text.trim() === '') return DEFAULT_RETRIES;
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < 0 || value > 100) throw new RegistryConfigError(RETRIES_ENV, `${JSON.stringify(text)} is not a whole number of retries from 0 to 100`);
+  return value;
+}
+
+/** Milliseconds a `Retry-After` header asks for (seconds, or an HTTP date), undefined when absent or unreadable. */
+function retryAfterMs(header: string | null): number | undefined {
+  if (header === null) return undefined;
+  const seconds = Number(header);
+  if (header.trim() !== '' && Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const date = Date.parse(header);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
 }
 
 /** Every manifest and index type we read: the registry answers with whichever it has. */
@@ -30,6 +72,11 @@ export interface RequestOptions {
   body?: () => unknown;
   /** Statuses returned to the caller instead of thrown (2xx always are). */
   allow?: readonly number[];
+  /**
+   * False: made once, whatever happens (an upload's PUT, whose session a failure may have ended: the
+   * push starts a new session instead).
+   */
+  retry?: boolean;
 }
 
 export interface FetchedManifest {
@@ -48,6 +95,12 @@ function networkProblem(error: unknown): string {
   return message;
 }
 
+/** The error of a request's last try, its message saying how many tries were made. */
+export function withAttempts(error: unknown, attempts: number): unknown {
+  if (error instanceof RegistryHttpError || error instanceof RegistryUnreachableError) error.message += ` (${attempts} attempts)`;
+  return error;
+}
+
 /**
  * The OCI distribution API of one repository: requests with the registry's authentication
  * (Basic, or a Bearer token from its realm, with credentials from the docker config file), typed
@@ -58,6 +111,9 @@ export class RegistryClient {
   private authorization: string | undefined;
   private credentials: Credentials | undefined | null = null;
   private readonly configPath: string;
+  /** Times a request that failed transiently is made again (see {@link RegistryClientOptions.retries}). */
+  readonly retries: number;
+  private readonly retryDelayMs: number;
 
   constructor(
     readonly reference: RegistryReference,
@@ -65,6 +121,8 @@ export class RegistryClient {
   ) {
     this.baseUrl = registryBaseUrl(reference, options.env);
     this.configPath = options.configPath ?? dockerConfigPath(options.env);
+    this.retries = retriesFrom(options);
+    this.retryDelayMs = options.retryDelayMs ?? DEFAULT_RETRY_DELAY_MS;
   }
 
   /** `/v2/REPO/...` of this client's repository (or another of the same registry). */
@@ -72,19 +130,58 @@ export class RegistryClient {
     return `/v2/${repository}/${suffix}`;
   }
 
+  /**
+   * Makes a request, authenticating when challenged; a 2xx or allowed answer is returned, any other
+   * is thrown as a typed error. A transient failure (no connection, a dropped one, 408, 429 or 5xx)
+   * is retried up to {@link retries} times, waiting {@link waitBeforeRetry}; the error after the last
+   * try says how many were made.
+   */
   async request(method: string, pathOrUrl: string, options: RequestOptions = {}): Promise<Response> {
     const url = new URL(pathOrUrl, this.baseUrl).toString();
-    let response = await this.send(method, url, options);
-    if (response.status === 401) {
-      const challenge = parseChallenge(response.headers.get('www-authenticate') ?? '');
-      await response.body?.cancel().catch(() => undefined);
-      if (challenge !== undefined) {
-        await this.authenticate(challenge, method, url);
+    const attempts = 1 + (options.retry === false ? 0 : this.retries);
+    for (let attempt = 1; ; attempt++) {
+      let response: Response;
+      try {
         response = await this.send(method, url, options);
+        if (response.status === 401) {
+          const challenge = parseChallenge(response.headers.get('www-authenticate') ?? '');
+          await response.body?.cancel().catch(() => undefined);
+          if (challenge !== undefined) {
+            await this.authenticate(challenge, method, url);
+            response = await this.send(method, url, options);
+          }
+        }
+      } catch (error) {
+        if (!(error instanceof RegistryUnreachableError) || attempt >= attempts) throw attempt > 1 ? withAttempts(error, attempt) : error;
+        await this.waitBeforeRetry(attempt);
+        continue;
       }
+      if ((response.status >= 200 && response.status < 300) || options.allow?.includes(response.status)) return response;
+      if (attempt < attempts && TRANSIENT_STATUSES.includes(response.status)) {
+        const asked = retryAfterMs(response.headers.get('retry-after'));
+        if (asked === undefined || asked <= MAX_RETRY_WAIT_MS) {
+          await response.body?.cancel().catch(() => undefined);
+          await this.waitBeforeRetry(attempt, asked);
+          continue;
+        }
+      }
+      const failure = await this.failure(method, url, response);
+      throw attempt > 1 ? withAttempts(failure, attempt) : failure;
     }
-    if ((response.status >= 200 && response.status < 300) || options.allow?.includes(response.status)) return response;
-    throw await this.failure(method, url, response);
+  }
+
+  /**
+   * Waits before try `attempt + 1`: what the registry asked for (`Retry-After`), else
+   * retryDelayMs doubled per try so far. Ends early with the abort of the client's signal.
+   */
+  async waitBeforeRetry(attempt: number, askedMs?: number): Promise<void> {
+    const delayMs = askedMs ?? this.retryDelayMs * 2 ** (attempt - 1);
+    try {
+      await sleep(Math.min(delayMs, MAX_RETRY_WAIT_MS), undefined, this.options.signal === undefined ? {} : { signal: this.options.signal });
+    } catch (error) {
+      if (this.options.signal?.aborted === true) throw this.options.signal.reason;
+      throw error;
+    }
   }
 
   private async send(method: string, url: string, options: RequestOptions): Promise<Response> {

@@ -68,7 +68,7 @@ export class RegistryArtifactError extends Error {
   }
 }
 
-/** The docker config file (credentials) cannot be used: not JSON, a malformed `auths` entry. */
+/** The settings of registry access cannot be used: the docker config file (not JSON, a malformed `auths` entry), or EROFS_REGISTRY_RETRIES. */
 export class RegistryConfigError extends Error {
   readonly code = 'ERR_REGISTRY_CONFIG';
   constructor(

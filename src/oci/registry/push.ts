@@ -7,7 +7,7 @@ import { DirectoryFiles } from '../files.js';
 import { JsonContext, parseDescriptor, type Descriptor } from '../json.js';
 import { blobPath, readBlob } from '../layout.js';
 import { MEDIA_TYPE_OCI_INDEX } from '../mediaTypes.js';
-import { RegistryClient, type RegistryClientOptions } from './client.js';
+import { isTransientRegistryError, RegistryClient, withAttempts, type RegistryClientOptions } from './client.js';
 import { RegistryArtifactError, RegistryHttpError } from './errors.js';
 import { parseReference, withReference, type RegistryReference } from './reference.js';
 import { MAX_MANIFEST_BYTES } from './source.js';
@@ -94,7 +94,7 @@ async function readLocalImages(layoutDir: string, names: readonly string[], targ
  *
  * Blobs the repository has are skipped (HEAD), blobs another repository of `mountFrom` has are
  * mounted, the rest are uploaded (POST, then one streamed PUT with the digest, which the registry
- * verifies). The manifest goes last, only once every blob it names is confirmed present, so a
+ * verifies; a transient failure starts the upload over, up to the client's retries). The manifest goes last, only once every blob it names is confirmed present, so a
  * failed or interrupted push leaves no tag pointing at missing blobs.
  */
 export async function pushLayoutImages(layoutDir: string, names: readonly string[], target: string, options: PushOptions = {}): Promise<PushResult> {
@@ -160,6 +160,7 @@ async function pushBlob(client: RegistryClient, layoutDir: string, blob: Descrip
   // A mount needs a repository that has the blob: asking each is cheaper than an upload session per
   // try. Mounting is an optimization: a repository we may not read, or a registry that refuses to
   // mount, leaves the plain upload below.
+  let session: Response | undefined;
   for (const repository of mountFrom) {
     const found = await client.headBlob(digest, repository).catch((error: unknown) => {
       if (error instanceof RegistryHttpError) return undefined;
@@ -172,12 +173,25 @@ async function pushBlob(client: RegistryClient, layoutDir: string, blob: Descrip
       return { digest, sizeBytes, action: 'mounted' };
     }
     // 202: the registry would not mount and opened an upload session instead; use it.
-    if (response.status === 202) return upload(client, response, digest, file, sizeBytes, counted);
+    if (response.status === 202) {
+      session = response;
+      break;
+    }
     await response.body?.cancel().catch(() => undefined);
     break;
   }
-  const response = await client.request('POST', uploads, { headers: { 'content-length': '0' } });
-  return upload(client, response, digest, file, sizeBytes, counted);
+  // An upload that fails transiently (the connection dropped, a 5xx) starts over in a new session:
+  // the registry may have ended the old one, and what it received of it is not kept.
+  for (let attempt = 1; ; attempt++) {
+    session ??= await client.request('POST', uploads, { headers: { 'content-length': '0' } });
+    try {
+      return await upload(client, session, digest, file, sizeBytes, counted);
+    } catch (error) {
+      if (!isTransientRegistryError(error) || attempt > client.retries) throw attempt > 1 ? withAttempts(error, attempt) : error;
+      session = undefined;
+      await client.waitBeforeRetry(attempt);
+    }
+  }
 }
 
 /** One streamed PUT to the session the registry opened, completing it with the digest the registry checks. */
@@ -194,7 +208,7 @@ async function upload(client: RegistryClient, session: Response, digest: string,
     }
   }
   try {
-    const response = await client.request('PUT', url.toString(), { headers: { 'content-type': 'application/octet-stream', 'content-length': String(sizeBytes) }, body: () => body() });
+    const response = await client.request('PUT', url.toString(), { headers: { 'content-type': 'application/octet-stream', 'content-length': String(sizeBytes) }, body: () => body(), retry: false });
     await response.body?.cancel().catch(() => undefined);
     const stored = response.headers.get('docker-content-digest');
     if (stored !== null && stored !== digest) throw new DigestMismatchError(`${client.reference.text}: uploaded blob`, 'digest', digest, stored);
