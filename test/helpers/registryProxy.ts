@@ -12,7 +12,14 @@ export type ProxyAction =
    * Forward an upload's first bytes, then stop reading it and call `hold`; when that resolves the
    * client's connection is dropped (the test kills or restarts the registry inside `hold`).
    */
-  | { hold: () => Promise<void> };
+  | { hold: () => Promise<void> }
+  /**
+   * Forward, but drop the connection once `afterBytes` of the answer's body went through (a network
+   * failure in the middle of a download). `ignoreRange`: ask the registry without the request's Range
+   * header (a registry that always sends the whole blob).
+   */
+  | { cut: { afterBytes: number } }
+  | { ignoreRange: true };
 
 export interface ProxyRequestRecord {
   method: string;
@@ -20,6 +27,8 @@ export interface ProxyRequestRecord {
   status: number;
   /** Request body bytes forwarded (uploads). */
   requestBytes: number;
+  /** The request's Range header, if any. */
+  range?: string;
 }
 
 export interface FaultProxy {
@@ -61,7 +70,7 @@ export async function withFaultProxy<T>(upstream: string, options: FaultProxyOpt
 
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
     const url = new URL(req.url ?? '/', 'http://proxy');
-    const record: ProxyRequestRecord = { method: req.method ?? 'GET', path: url.pathname, status: 0, requestBytes: 0 };
+    const record: ProxyRequestRecord = { method: req.method ?? 'GET', path: url.pathname, status: 0, requestBytes: 0, ...(req.headers.range === undefined ? {} : { range: req.headers.range }) };
     proxy.requests.push(record);
     if (options.bearer !== undefined) {
       if (url.pathname === '/token') {
@@ -95,6 +104,7 @@ export async function withFaultProxy<T>(upstream: string, options: FaultProxyOpt
     }
     const headers = { ...req.headers, host: upstream };
     delete headers['authorization'];
+    if (action !== undefined && 'ignoreRange' in action) delete headers['range'];
     const upstreamRequest = httpRequest({ host: upstreamHost, port: Number(upstreamPort), method: req.method, path: req.url, headers }, (upstreamResponse) => {
       record.status = upstreamResponse.statusCode ?? 0;
       const responseHeaders = { ...upstreamResponse.headers };
@@ -102,11 +112,27 @@ export async function withFaultProxy<T>(upstream: string, options: FaultProxyOpt
       if (typeof responseHeaders.location === 'string') responseHeaders.location = responseHeaders.location.replace(`//${upstream}`, `//${proxy.host}`);
       res.writeHead(upstreamResponse.statusCode ?? 502, responseHeaders);
       let flipped = false;
+      let forwardedBytes = 0;
       upstreamResponse.on('data', (chunk: Buffer) => {
         if (action !== undefined && 'corrupt' in action && !flipped && chunk.length > 0) {
           chunk = Buffer.from(chunk);
           chunk[chunk.length - 1] = chunk[chunk.length - 1]! ^ 0xff;
           flipped = true;
+        }
+        if (action !== undefined && 'cut' in action) {
+          if (forwardedBytes >= action.cut.afterBytes) return;
+          if (forwardedBytes + chunk.length >= action.cut.afterBytes) {
+            const head = chunk.subarray(0, action.cut.afterBytes - forwardedBytes);
+            forwardedBytes = action.cut.afterBytes;
+            // Sent, then the connection is gone: the client has a body cut short.
+            res.write(head, () => {
+              upstreamResponse.destroy();
+              res.destroy();
+              req.socket.destroy();
+            });
+            return;
+          }
+          forwardedBytes += chunk.length;
         }
         if (!res.write(chunk)) {
           upstreamResponse.pause();

@@ -238,6 +238,55 @@ test('faults: transient answers (503, 429 with Retry-After, a dropped connection
   });
 });
 
+test('faults: a layer download cut midway resumes where it broke (Range), also from a registry that sends the whole blob again; cut every time, one clear error', async () => {
+  await withTempDir(async (dir) => {
+    await withRegistry({}, async (registry) => {
+      const layout = join(dir, 'layout');
+      // Random data, gzip: the layer blob is several MiB, so a cut after 1 MiB is in its middle.
+      const tar = makeTar([
+        { name: './', typeflag: TYPEFLAG.dir, mode: 0o755 },
+        { name: './big.bin', data: randomBytes(5 << 20) },
+        { name: './etc/', typeflag: TYPEFLAG.dir, mode: 0o755 },
+        { name: './etc/marker', data: 'resume\n' },
+      ]);
+      const [image] = await writeLayout(layout, [{ tag: 'v1', layers: [{ tar, compression: 'gzip' }] }]);
+      const layerPath = `/v2/syn/cut/blobs/${image!.layerDigests[0]!}`;
+      await pushLayoutImages(layout, ['v1'], `docker://${registry.host}/syn/cut:v1`);
+      const local = (await build([`${layout}:v1`], { outputDir: join(dir, 'local') })).images[0]!;
+      const cutAfterBytes = 1 << 20;
+      await withFaultProxy(registry.host, {}, async (proxy) => {
+        const layerGets = () => proxy.requests.filter((r) => r.method === 'GET' && r.path === layerPath);
+        for (const registryIgnoresRange of [false, true]) {
+          const before = layerGets().length;
+          proxy.rule = (req) => {
+            if (req.method !== 'GET' || req.url !== layerPath) return undefined;
+            if (layerGets().length === before + 1) return { cut: { afterBytes: cutAfterBytes } };
+            return registryIgnoresRange ? { ignoreRange: true } : undefined;
+          };
+          const out = join(dir, `out-${registryIgnoresRange}`);
+          const result = await run('node', [...CLI, 'build', `docker://${proxy.host}/syn/cut:v1`, '-o', out, '--json']);
+          assert.equal(result.code, 0, result.output);
+          const built = JSON.parse(result.stdout) as { metadataImage: string; blobs: string[] };
+          const gets = layerGets().slice(before);
+          assert.equal(gets.length, 2, 'the layer was asked for twice');
+          assert.equal(gets[0]!.range, undefined);
+          const resumedAt = Number(/^bytes=(\d+)-$/.exec(gets[1]!.range ?? '')?.[1]);
+          assert.ok(resumedAt > 0 && resumedAt <= cutAfterBytes, `resumed where the first answer broke off: ${gets[1]!.range}`);
+          assert.equal(gets[1]!.status, registryIgnoresRange ? 200 : 206);
+          assertTreesEqual(await snapshotImage(local.metadataImage, local.blobs), await snapshotImage(built.metadataImage, built.blobs));
+        }
+
+        // Cut every time: after the retries, the download's error, and nothing written.
+        proxy.rule = (req) => (req.method === 'GET' && req.url === layerPath ? { cut: { afterBytes: cutAfterBytes } } : undefined);
+        const out = join(dir, 'out-cut');
+        const failed = await run('node', [...CLI, 'build', `docker://${proxy.host}/syn/cut:v1`, '-o', out]);
+        assertOneLineError(failed, /syn\/cut:v1: GET \/v2\/syn\/cut\/blobs\/sha256:\w{64} failed: connection lost while reading the blob: .+ \(4 attempts\)$/);
+        assert.deepEqual(await filesUnder(out), []);
+      });
+    });
+  });
+});
+
 test('referrers: --attach pushes the result with the source image as subject and keeps the sha256-HEX referrers tag', async () => {
   await withTempDir(async (dir) => {
     await withRegistry({}, async (registry) => {

@@ -317,20 +317,48 @@ export class RegistryClient {
   }
 
   /**
-   * A blob's bytes as they arrive (backpressure reaches the socket); a dropped connection becomes
-   * a {@link RegistryUnreachableError}. Nothing is checked here: the layer stream checks digest and size.
+   * A blob's bytes as they arrive (backpressure reaches the socket). A connection dropped midway is
+   * resumed where it broke (`Range: bytes=N-`; from a registry that sends the whole blob again, the
+   * bytes already given are skipped), up to {@link retries} times; after that it becomes a
+   * {@link RegistryUnreachableError}. Nothing is checked here: the layer stream checks digest and
+   * size, so a resumed download is verified like any other.
    */
   openBlob(digest: string): Readable {
     const path = this.path(`blobs/${digest}`);
     const reference = this.reference.text;
-    const request = () => this.request('GET', path);
+    const client = this;
     async function* chunks(): AsyncGenerator<Buffer> {
-      const response = await request();
-      if (response.body === null) return;
-      try {
-        for await (const chunk of Readable.fromWeb(response.body as import('node:stream/web').ReadableStream<Uint8Array>)) yield chunk as Buffer;
-      } catch (error) {
-        throw new RegistryUnreachableError(reference, 'GET', path, `connection lost while reading the blob: ${networkProblem(error)}`);
+      let givenBytes = 0;
+      for (let resumes = 0; ; resumes++) {
+        const response = await client.request('GET', path, givenBytes === 0 ? {} : { headers: { range: `bytes=${givenBytes}-` } });
+        if (response.body === null) return;
+        let skipBytes = 0;
+        if (givenBytes > 0) {
+          const from = /^bytes (\d+)-/.exec(response.headers.get('content-range') ?? '')?.[1];
+          if (response.status !== 206) skipBytes = givenBytes;
+          else if (Number(from) !== givenBytes) {
+            await response.body.cancel().catch(() => undefined);
+            throw new RegistryHttpError(reference, 'GET', path, 206, `asked to resume at byte ${givenBytes}, the registry sent bytes from ${from ?? 'an unknown offset'}`);
+          }
+        }
+        try {
+          for await (const chunk of Readable.fromWeb(response.body as import('node:stream/web').ReadableStream<Uint8Array>)) {
+            let piece = chunk as Buffer;
+            if (skipBytes > 0) {
+              const skipped = Math.min(skipBytes, piece.length);
+              skipBytes -= skipped;
+              piece = piece.subarray(skipped);
+              if (piece.length === 0) continue;
+            }
+            givenBytes += piece.length;
+            yield piece;
+          }
+          return;
+        } catch (error) {
+          const problem = `connection lost while reading the blob: ${networkProblem(error)}`;
+          if (resumes >= client.retries) throw new RegistryUnreachableError(reference, 'GET', path, resumes === 0 ? problem : `${problem} (${resumes + 1} attempts)`);
+          await client.waitBeforeRetry(resumes + 1);
+        }
       }
     }
     return Readable.from(chunks(), { objectMode: false });
