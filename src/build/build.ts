@@ -1,8 +1,9 @@
-import { mkdir } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { MAX_BLOCK_SIZE_BITS, MAX_CHUNK_BLKBITS, MIN_BLOCK_SIZE_BITS } from '../format/constants.js';
 import { addErofsImageToLayout } from '../oci/outputLayout.js';
 import { writeFileAtomically } from '../util/atomicFile.js';
+import { makeDirectory } from '../util/directory.js';
 import { ChunkStore } from '../store/store.js';
 import type { ChunkSizePolicy, ChunkStats } from './chunker.js';
 import { InvalidOptionError } from './errors.js';
@@ -153,7 +154,8 @@ async function prepare(options: BuildOptions): Promise<PreparedBuild> {
   const chunkSizeBytes = options.chunkSizeBytes ?? DEFAULT_CHUNK_SIZE_BYTES;
   const chunkBits = log2Exact(chunkSizeBytes, '--chunk-size', blockSizeBits, Math.min(blockSizeBits + MAX_CHUNK_BLKBITS, 52));
   if (options.name !== undefined) checkName(options.name);
-  await mkdir(options.outputDir, { recursive: true });
+  await makeDirectory(options.outputDir, 'output directory');
+  if (options.storeDir !== undefined) await makeDirectory(options.storeDir, 'store');
   const store = await ChunkStore.open(options.storeDir ?? options.outputDir);
   return {
     store,
@@ -171,14 +173,29 @@ async function prepare(options: BuildOptions): Promise<PreparedBuild> {
   };
 }
 
+/**
+ * Longest image name, in bytes: the outputs are NAME.erofs and NAME.report.json, and they are written
+ * under temporary names of about 40 bytes more, all within a file name's 255 bytes.
+ */
+const MAX_NAME_BYTES = 200;
+
 function checkName(name: string): void {
   if (name === '' || name.includes('/') || name.startsWith('.')) throw new InvalidOptionError('--name', `"${name}" must be a plain file name`);
+  const bytes = Buffer.byteLength(name);
+  if (bytes > MAX_NAME_BYTES) throw new InvalidOptionError('--name', `is ${bytes} bytes long; at most ${MAX_NAME_BYTES} (the outputs NAME.erofs and NAME.report.json, and their temporary names, must fit a file name)`);
 }
 
-/** A file name for an image tag ("debian:bookworm" -> "debian_bookworm"). */
+/**
+ * A file name for an image tag ("debian:bookworm" -> "debian_bookworm"). A tag too long for one is
+ * cut, and ends with a digest of the whole tag so that two long tags still give two names.
+ */
 function fileNameForTag(tag: string): string {
   const name = tag.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^\.+/, '_');
-  return name === '' ? 'image' : name;
+  if (name === '') return 'image';
+  // ASCII only by now: characters are bytes. Room is left for uniqueName's "-N".
+  const longest = MAX_NAME_BYTES - 8;
+  if (name.length <= longest) return name;
+  return `${name.slice(0, longest - 13)}-${createHash('sha256').update(tag).digest('hex').slice(0, 12)}`;
 }
 
 /** `lastImage`: no image of this build follows, so the chunk thread's work is done (see {@link ChunkThread.close}). */
@@ -246,7 +263,7 @@ async function buildDirectory(prepared: PreparedBuild, sourcePath: string, name:
 async function buildOciImage(prepared: PreparedBuild, source: ImageSource, image: ImageInfo, name: string, options: BuildOptions & { lastImage: boolean }): Promise<BuildResult> {
   return withBuilder(prepared, async (builder) => {
     const root = makeDir({ mtimeSec: 0n });
-    const applier = new LayerApplier(root);
+    const applier = new LayerApplier(root, prepared.blockSizeBytes - 1);
     for (const layer of image.layers) {
       await builder.layer(async (storeFile) => {
         applier.beginLayer(layer.label);

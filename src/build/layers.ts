@@ -1,5 +1,9 @@
+import { MAX_XATTR_VALUE_BYTES } from '../format/constants.js';
+import { FormatLimitError } from '../format/errors.js';
+import { encodeRdev } from '../format/inode.js';
+import { splitXattrName } from '../format/xattr.js';
 import type { StoredFile } from './imageBuilder.js';
-import { nameKey, type DirNode, type NodeAttrs, type TreeNode } from './tree.js';
+import { nameBytes, nameKey, type DirNode, type NodeAttrs, type TreeNode } from './tree.js';
 
 /** One entry of a layer tar, normalized (what src/oci yields). Paths are '/'-separated, relative. */
 export interface LayerEntry {
@@ -59,7 +63,11 @@ export class LayerApplier {
   private currentLayer = new Set<TreeNode>();
   private layerName = '';
 
-  constructor(readonly root: DirNode) {}
+  /** `maxSymlinkBytes`: the longest symlink target the image can hold (its block size less one). */
+  constructor(
+    readonly root: DirNode,
+    private readonly maxSymlinkBytes = 4095,
+  ) {}
 
   beginLayer(layerName: string): void {
     this.layerName = layerName;
@@ -91,6 +99,7 @@ export class LayerApplier {
     }
     const key = name;
     const existing = parent.children.get(key);
+    this.checkStorable(entry);
     let node: TreeNode;
     switch (entry.type) {
       case 'dir':
@@ -132,6 +141,28 @@ export class LayerApplier {
         break;
     }
     this.place(parent, key, node);
+  }
+
+  /**
+   * Refuses, here where the entry can be named, what EROFS cannot store and the metadata image would
+   * only meet at the end of the build: xattrs outside its namespaces or over its limits, a symlink
+   * target longer than a block, a device number beyond the 32-bit dev_t.
+   */
+  private checkStorable(entry: LayerEntry): void {
+    try {
+      for (const [xattrName, value] of entry.xattrs) {
+        splitXattrName(nameBytes(xattrName));
+        if (value.length > MAX_XATTR_VALUE_BYTES) throw new FormatLimitError(`xattr "${Buffer.from(xattrName, 'latin1').toString()}" has a value of ${value.length} bytes, over ${MAX_XATTR_VALUE_BYTES}`);
+      }
+      if (entry.type === 'chr' || entry.type === 'blk') encodeRdev(entry.devMajor ?? 0, entry.devMinor ?? 0);
+    } catch (error) {
+      if (error instanceof FormatLimitError) throw this.error(entry, error.message);
+      throw error;
+    }
+    if (entry.type === 'symlink') {
+      const targetBytes = entry.linkTargetBytes?.length ?? Buffer.byteLength(entry.linkTarget ?? '');
+      if (targetBytes > this.maxSymlinkBytes) throw this.error(entry, `symlink target of ${targetBytes} bytes, over the ${this.maxSymlinkBytes} an EROFS image with this block size holds`);
+    }
   }
 
   private place(parent: DirNode, key: string, node: TreeNode): void {

@@ -13,6 +13,7 @@ const EXPECTED_CODES = new Set([
   'ERR_STORE',
   'ERR_SOURCE_READ',
   'ERR_SOURCE_CHANGED',
+  'ERR_OUTPUT_DIRECTORY',
   // erofs mount / umount / verify-sharing (src/mount/errors.ts, src/share/errors.ts)
   'ERR_NOT_ROOT',
   'ERR_MOUNT_FAILED',

@@ -68,6 +68,11 @@ function startsWith(head: Uint8Array, magic: readonly number[]): boolean {
   return head.length >= magic.length && magic.every((byte, i) => head[i] === byte);
 }
 
+/** A zstd skippable frame (magic 0x184D2A50-0x184D2A5F, little-endian): zstd streams may start with one (metadata, seekable-format tables). */
+function isZstdSkippableFrame(head: Uint8Array): boolean {
+  return head.length >= 4 && (head[0]! & 0xf0) === 0x50 && head[1] === 0x2a && head[2] === 0x4d && head[3] === 0x18;
+}
+
 /**
  * What the first bytes of a file are: a compressed stream (by magic number), or 'none' when the
  * first 512 bytes are a tar header with a valid checksum. Docker reads layers by content the same
@@ -75,7 +80,7 @@ function startsWith(head: Uint8Array, magic: readonly number[]): boolean {
  */
 export function sniffCompression(head: Uint8Array, looksLikeTar: (head: Uint8Array) => boolean): Sniffed {
   if (startsWith(head, GZIP_MAGIC)) return 'gzip';
-  if (startsWith(head, ZSTD_MAGIC)) return 'zstd';
+  if (startsWith(head, ZSTD_MAGIC) || isZstdSkippableFrame(head)) return 'zstd';
   if (startsWith(head, XZ_MAGIC)) return 'xz';
   if (startsWith(head, BZIP2_MAGIC)) return 'bzip2';
   if (looksLikeTar(head)) return 'none';

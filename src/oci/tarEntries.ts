@@ -433,7 +433,10 @@ export async function* readLayerEntries(tarBytes: Readable, layerName: string, o
         if (block.length === 0 && lastEntry !== undefined) throw invalid(`truncated tar (no end-of-archive marker after entry ${showName(lastEntry)})`);
         throw invalid(lastEntry === undefined ? 'truncated tar (ends inside the first header)' : `truncated tar (ends inside or right after entry ${showName(lastEntry)})`);
       }
-      if (isZeroBlock(block)) break;
+      if (isZeroBlock(block)) {
+        if (extended.awaitingMember) throw invalid(`truncated tar (an extended header ${after()} has no entry after it)`);
+        break;
+      }
       let header: TarHeader;
       try {
         header = decodeTarHeader(block, headerOffset);

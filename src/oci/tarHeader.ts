@@ -380,6 +380,11 @@ export class ExtendedHeaders {
     return value;
   }
 
+  /** Whether local records or a long name wait for a member (the end of the archive there means a member is missing). */
+  get awaitingMember(): boolean {
+    return this.localRecords.size > 0 || this.longName !== undefined || this.longLink !== undefined;
+  }
+
   /** A member was read: its local records and long names end; global records go on. */
   endMember(): void {
     this.localRecords = NO_RECORDS;

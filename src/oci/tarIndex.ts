@@ -51,7 +51,10 @@ export async function scanTarFile(archivePath: string, onMember: (member: TarMem
     const extended = new ExtendedHeaders();
     while (offsetBytes + TAR_BLOCK_BYTES <= fileBytes) {
       const block = await window.read(offsetBytes, TAR_BLOCK_BYTES);
-      if (isZeroBlock(block)) return;
+      if (isZeroBlock(block)) {
+        if (extended.awaitingMember) throw new TarFormatError('archive is truncated: an extended header has no member after it', offsetBytes);
+        return;
+      }
       const header = decodeTarHeader(block, offsetBytes);
       const dataOffsetBytes = offsetBytes + TAR_BLOCK_BYTES;
       if (ExtendedHeaders.isExtendedHeader(header.typeflag)) {
@@ -63,13 +66,14 @@ export async function scanTarFile(archivePath: string, onMember: (member: TarMem
       }
       const sizeBytes = extended.memberSizeBytes(header, offsetBytes);
       const memberName = extended.memberName(header);
-      if (dataOffsetBytes + sizeBytes > fileBytes) throw new TarFormatError(`archive is truncated: member ${JSON.stringify(memberName)} needs ${sizeBytes} bytes past the end of the file`, offsetBytes);
+      if (dataOffsetBytes + sizeBytes > fileBytes) throw new TarFormatError(`archive is truncated: member ${JSON.stringify(memberName)} of ${sizeBytes} bytes ends ${dataOffsetBytes + sizeBytes - fileBytes} bytes past the end of the file`, offsetBytes);
       const name = normalizeArchivePath(memberName);
       if (name !== undefined && onMember({ name, typeflag: header.typeflag, linkName: extended.memberLinkName(header), dataOffsetBytes, sizeBytes }) === false) return;
       extended.endMember();
       // Skip the data the size field announces (links and directories normally announce none).
       offsetBytes = dataOffsetBytes + paddedBytes(sizeBytes);
     }
+    if (extended.awaitingMember) throw new TarFormatError('archive is truncated: an extended header has no member after it', offsetBytes);
   } finally {
     await handle.close();
   }

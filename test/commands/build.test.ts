@@ -32,6 +32,48 @@ test('build: a missing source directory is one clear error and writes nothing', 
   });
 });
 
+test('build: an output directory or store that cannot be one is one clear error (a file in the way, under /proc: no hang)', async () => {
+  await withTempDir(async (dir) => {
+    const source = join(dir, 'src');
+    await mkdir(source);
+    await writeFile(join(source, 'f'), 'data\n');
+    const file = join(dir, 'afile');
+    await writeFile(file, 'x');
+    const cases: Array<[string[], RegExp]> = [
+      [['-o', file], /output directory .*afile: exists and is not a directory$/],
+      [['-o', join(file, 'sub')], /output directory .*afile\/sub: a parent is not a directory$/],
+      [['-o', join(dir, 'out'), '--store', file], /store .*afile: exists and is not a directory$/],
+      // Node 20's recursive mkdir retried this forever, deaf to SIGTERM.
+      [['-o', `/proc/mkfs-erofs-ts-test-${randomBytes(4).toString('hex')}`], /output directory \/proc\/mkfs-erofs-ts-test-\w+: cannot create .* \(its parent takes no new entries\)$/],
+    ];
+    for (const [args, error] of cases) {
+      const result = await run('node', [...CLI, 'build', source, ...args]);
+      assert.equal(result.code, 2, result.output);
+      assertOneLineError(result, error);
+    }
+    assert.equal(await readFile(file, 'utf8'), 'x', 'the file in the way is untouched');
+  });
+});
+
+test('build: a source name too long for a file name is cut, with a digest of the whole; --name that long is refused', async () => {
+  await withTempDir(async (dir) => {
+    const source = join(dir, 'n'.repeat(230));
+    await mkdir(source);
+    await writeFile(join(source, 'f'), 'data\n');
+    const out = join(dir, 'out');
+    const result = await run('node', [...CLI, 'build', source, '-o', out, '--json']);
+    assert.equal(result.code, 0, result.output);
+    const { name, metadataImage } = JSON.parse(result.stdout) as { name: string; metadataImage: string };
+    assert.match(name, /^n{179}-[0-9a-f]{12}$/);
+    assert.deepEqual((await filesUnder(out)).filter((f) => !f.includes('/')).sort(), ['index.json', `${name}.erofs`, `${name}.report.json`, 'oci-layout'].sort());
+    assert.equal(metadataImage, join(out, `${name}.erofs`));
+
+    const named = await run('node', [...CLI, 'build', source, '-o', join(dir, 'out2'), '--name', 'm'.repeat(240)]);
+    assertOneLineError(named, /--name: is 240 bytes long; at most 200 /);
+    assert.deepEqual(await filesUnder(join(dir, 'out2')), []);
+  });
+});
+
 test('--json on failure: stdout is a JSON error with the code and message, exit 2, the same one line on stderr', async () => {
   await withTempDir(async (dir) => {
     const result = await run('node', [...CLI, 'build', join(dir, 'nope'), '-o', join(dir, 'out'), '--json']);

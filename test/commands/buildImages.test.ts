@@ -36,7 +36,7 @@ async function layoutWith(dir: string, layers: TestLayer[]): Promise<string> {
   return layout;
 }
 
-const BAD_INPUTS: { name: string; layers: () => TestLayer[]; error: RegExp }[] = [
+const BAD_INPUTS: { name: string; layers: () => TestLayer[]; error: RegExp; noBlob?: boolean }[] = [
   { name: 'a wrong layer digest', layers: () => [{ tar: goodTar(), compression: 'gzip', digest: `sha256:${'0'.repeat(64)}` }], error: /missing|digest/i },
   { name: 'a wrong diff_id', layers: () => [{ tar: goodTar(), compression: 'gzip', diffId: `sha256:${'1'.repeat(64)}` }], error: /sha256:1111.*sha256:|diff_id/ },
   { name: 'an unknown media type', layers: () => [{ tar: goodTar(), compression: 'none', mediaType: 'application/x-weird' }], error: /application\/x-weird/ },
@@ -50,6 +50,14 @@ const BAD_INPUTS: { name: string; layers: () => TestLayer[]; error: RegExp }[] =
   },
   { name: 'a truncated tar', layers: () => [{ tar: goodTar().subarray(0, 700), compression: 'none' }], error: /truncated/i },
   { name: 'a missing blob', layers: () => [{ tar: goodTar(), compression: 'gzip', omit: true }], error: /missing|not found|no such/i },
+  // What EROFS cannot store, after a file with data (so a blob is being written): refused at the
+  // entry, named, and no blob of the layer stays.
+  ...[
+    { name: 'an xattr in no EROFS namespace', entry: { name: 'f', data: 'abc', pax: [['SCHILY.xattr.foo.bar', 'v']] as Array<[string, string]> }, error: /entry "f": xattr "foo\.bar" is in no namespace EROFS can store$/ },
+    { name: 'an xattr value over 64 KiB', entry: { name: 'f', data: 'abc', pax: [['SCHILY.xattr.user.big', 'v'.repeat(70_000)]] as Array<[string, string]> }, error: /entry "f": xattr "user\.big" has a value of 70000 bytes, over 65535$/ },
+    { name: 'a symlink target longer than a block', entry: { name: 's', typeflag: TYPEFLAG.symlink, pax: [['linkpath', 't'.repeat(5000)]] as Array<[string, string]> }, error: /entry "s": symlink target of 5000 bytes, over the 4095 /  },
+    { name: 'a device number beyond dev_t', entry: { name: 'd', typeflag: TYPEFLAG.chr, devMajor: 4096, devMinor: 1 }, error: /entry "d": device 4096:1 does not fit 32-bit dev_t$/ },
+  ].map(({ name, entry, error }) => ({ name, layers: (): TestLayer[] => [{ tar: makeTar([{ name: 'data.bin', data: randomBytes(64 << 10) }, entry]), compression: 'gzip' }], error, noBlob: true })),
 ];
 
 for (const bad of BAD_INPUTS) {
@@ -78,6 +86,7 @@ for (const bad of BAD_INPUTS) {
       assert.deepEqual(outputs.filter((f) => f.endsWith('.erofs') && !f.startsWith('objects/')), [], 'no metadata image');
       assert.deepEqual(outputs.filter((f) => f === 'index.json' || f.endsWith('.report.json')), [], 'no layout entry or report');
       await assertStoreConsistent(out);
+      if (bad.noBlob === true) assert.deepEqual(outputs, [], 'the layer failed before its blob was complete: nothing is left');
     });
   });
 }

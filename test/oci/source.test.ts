@@ -269,6 +269,15 @@ test('lone layer tarballs (.tar, .tar.gz, .tar.zst) are recognized by content; a
       assert.equal(layer.diffId, undefined);
       assert.deepEqual(await collect(await source.openLayer(layer)), TOP);
     }
+    // A zstd stream may begin with a skippable frame (the zstd CLI's -d and zstd-napi pass over it).
+    const skippable = Buffer.alloc(12);
+    skippable.writeUInt32LE(0x184d2a5e, 0);
+    skippable.writeUInt32LE(4, 4);
+    const framed = join(dir, 'framed.tar.zst');
+    await writeFile(framed, Buffer.concat([skippable, compressBytes(TOP, 'zstd')]));
+    const framedSource = await openImageSource(framed);
+    assert.equal(framedSource.kind, 'layer-tarball');
+    assert.deepEqual(await collect(await framedSource.openLayer(framedSource.images[0]!.layers[0]!)), TOP);
     assert.equal((await openImageSource(join(dir, 'layer.tar.gz'))).images[0]!.name, 'layer');
     await assertFails(openImageSource(`${join(dir, 'layer.tar')}:tag`), InvalidImageSourceError, [/a layer tarball has no tags/]);
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
 import { InvalidLayerError } from '../../src/oci/errors.js';
-import { TYPEFLAG, encodePaxRecords } from '../../src/oci/tarHeader.js';
+import { TYPEFLAG, encodePaxRecords, encodeTarHeader, paddingBytes } from '../../src/oci/tarHeader.js';
 import { normalizeEntryPath, parsePaxTime, readLayerEntries, type LayerEntry } from '../../src/oci/tarEntries.js';
 import { run, runChecked } from '../helpers/exec.js';
 import { withTempDir } from '../helpers/tmp.js';
@@ -335,6 +335,13 @@ test('truncated tars: inside a body, inside a header, and cut exactly between en
   const noMarker = makeTar([{ name: 'a', data: 'x' }], { endMarker: false });
   await expectInvalid(noMarker, /truncated tar \(no end-of-archive marker after entry "a"\)/);
   await expectInvalid(Buffer.alloc(0), /empty/);
+  // An extended header (PAX or GNU long name) whose member is missing: the end-of-archive marker comes next.
+  const extendedOnly = (typeflag: string, data: Buffer) =>
+    Buffer.concat([makeTar([{ name: 'a', data: 'x' }], { endMarker: false }), encodeTarHeader({ name: 'ext', typeflag, sizeBytes: data.length }), data, Buffer.alloc(paddingBytes(data.length)), Buffer.alloc(1024)]);
+  await expectInvalid(extendedOnly(TYPEFLAG.paxLocal, encodePaxRecords([['SCHILY.xattr.user.k', Buffer.from('v')]])), /truncated tar \(an extended header after entry "a" has no entry after it\)/);
+  await expectInvalid(extendedOnly(TYPEFLAG.gnuLongName, Buffer.from(`${'n'.repeat(150)}\0`)), /truncated tar \(an extended header after entry "a" has no entry after it\)/);
+  // A global header waits for no member (git archive writes one that holds only a comment).
+  assert.equal((await readAll(extendedOnly(TYPEFLAG.paxGlobal, encodePaxRecords([['comment', Buffer.from('x')]])))).length, 1);
 });
 
 test('garbage is not a tar; a corrupt PAX record is named', async () => {

@@ -12,6 +12,7 @@ import { RegistryClient, type RegistryClientOptions } from './client.js';
 import { RegistryArtifactError } from './errors.js';
 import { imageNameOf, manifestReference, parseReference } from './reference.js';
 import { MAX_MANIFEST_BYTES } from './source.js';
+import { makeDirectory } from '../../util/directory.js';
 
 export interface PullOptions extends RegistryClientOptions {
   /** `NAME.erofs` (default: from the reference, `app:v1` -> `app_v1`). */
@@ -75,6 +76,7 @@ export async function pullErofsArtifact(spec: string, outputDir: string, options
   });
   const name = fileName(options.name ?? imageNameOf(reference));
   const blobDir = path.join(outputDir, 'blobs', 'sha256');
+  await makeDirectory(outputDir, 'output directory');
   await mkdir(blobDir, { recursive: true });
   const suffix = `.tmp-pull-${process.pid}-${randomBytes(4).toString('hex')}`;
   const renames: Array<[string, string]> = [];
