@@ -94,8 +94,9 @@ async function readLocalImages(layoutDir: string, names: readonly string[], targ
  *
  * Blobs the repository has are skipped (HEAD), blobs another repository of `mountFrom` has are
  * mounted, the rest are uploaded (POST, then one streamed PUT with the digest, which the registry
- * verifies; a transient failure starts the upload over, up to the client's retries). The manifest goes last, only once every blob it names is confirmed present, so a
- * failed or interrupted push leaves no tag pointing at missing blobs.
+ * verifies; a transient failure starts the upload over, up to the client's retries). The manifest
+ * goes last, only once every blob it names is confirmed present, so a failed or interrupted push
+ * leaves no tag pointing at missing blobs.
  */
 export async function pushLayoutImages(layoutDir: string, names: readonly string[], target: string, options: PushOptions = {}): Promise<PushResult> {
   const reference = parseReference(target);
