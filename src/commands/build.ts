@@ -22,7 +22,7 @@ export default class Build extends Command {
   };
   static override flags = {
     output: Flags.string({ char: 'o', description: 'output directory (created if missing)', required: true }),
-    name: Flags.string({ description: 'metadata image name (NAME.erofs); default: the source directory name' }),
+    name: Flags.string({ description: 'metadata image name (NAME.erofs), at most 200 bytes; default: from the source (its file name or tag; one over 192 characters is cut and ends with a digest of the whole)' }),
     'chunk-size': Flags.string({ description: 'chunk size: a power of two from the block size up, with K/M/G suffixes', default: String(DEFAULT_CHUNK_SIZE_BYTES) }),
     policy: Flags.string({
       description: 'per-file chunk size: tune = a file with nothing to deduplicate becomes one chunk (contiguous in one blob, so sharing-eligible); fixed = always --chunk-size',

@@ -21,7 +21,7 @@ export default class Buildkit extends Command {
   static override flags = {
     output: Flags.string({ char: 'o', description: 'output directory (an OCI layout, created if missing), or - for a tar of it on standard output', required: true }),
     platform: Flags.string({ description: 'convert only this platform (OS/ARCH[/VARIANT]) of a multi-platform image' }),
-    name: Flags.string({ description: 'result name (NAME.erofs, the layout tag); with several platforms, NAME-OS-ARCH', default: 'image' }),
+    name: Flags.string({ description: 'result name (NAME.erofs, the layout tag), at most 200 bytes; with several platforms, NAME-OS-ARCH', default: 'image' }),
     'chunk-size': Flags.string({ description: 'chunk size: a power of two from the block size up, with K/M/G suffixes', default: String(DEFAULT_CHUNK_SIZE_BYTES) }),
     policy: Flags.string({ description: 'per-file chunk size (see build --help)', options: ['tune', 'fixed'], default: 'tune' }),
     store: Flags.string({ description: 'content-addressed store for blobs and the chunk dictionary (default: the output directory)' }),
