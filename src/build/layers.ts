@@ -62,6 +62,8 @@ export class LayerApplier {
   /** Nodes created by the layer being applied: whiteouts and opaque markers spare them. */
   private currentLayer = new Set<TreeNode>();
   private layerName = '';
+  /** Xattr names already found storable (see {@link checkStorable}). */
+  private readonly storableXattrNames = new Set<string>();
 
   /** `maxSymlinkBytes`: the longest symlink target the image can hold (its block size less one). */
   constructor(
@@ -149,19 +151,28 @@ export class LayerApplier {
    * target longer than a block, a device number beyond the 32-bit dev_t.
    */
   private checkStorable(entry: LayerEntry): void {
-    try {
-      for (const [xattrName, value] of entry.xattrs) {
-        splitXattrName(nameBytes(xattrName));
-        if (value.length > MAX_XATTR_VALUE_BYTES) throw new FormatLimitError(`xattr "${Buffer.from(xattrName, 'latin1').toString()}" has a value of ${value.length} bytes, over ${MAX_XATTR_VALUE_BYTES}`);
+    for (const [xattrName, value] of entry.xattrs) {
+      // A layer repeats a few names on many entries (security.selinux on every file): each is split once.
+      if (!this.storableXattrNames.has(xattrName)) {
+        this.withinLimits(entry, () => splitXattrName(nameBytes(xattrName)));
+        this.storableXattrNames.add(xattrName);
       }
-      if (entry.type === 'chr' || entry.type === 'blk') encodeRdev(entry.devMajor ?? 0, entry.devMinor ?? 0);
-    } catch (error) {
-      if (error instanceof FormatLimitError) throw this.error(entry, error.message);
-      throw error;
+      if (value.length > MAX_XATTR_VALUE_BYTES) throw this.error(entry, `xattr "${Buffer.from(xattrName, 'latin1').toString()}" has a value of ${value.length} bytes, over ${MAX_XATTR_VALUE_BYTES}`);
     }
+    if (entry.type === 'chr' || entry.type === 'blk') this.withinLimits(entry, () => encodeRdev(entry.devMajor ?? 0, entry.devMinor ?? 0));
     if (entry.type === 'symlink') {
       const targetBytes = entry.linkTargetBytes?.length ?? Buffer.byteLength(entry.linkTarget ?? '');
       if (targetBytes > this.maxSymlinkBytes) throw this.error(entry, `symlink target of ${targetBytes} bytes, over the ${this.maxSymlinkBytes} an EROFS image with this block size holds`);
+    }
+  }
+
+  /** Runs a format encoder's check; its FormatLimitError becomes this entry's error. */
+  private withinLimits(entry: LayerEntry, check: () => unknown): void {
+    try {
+      check();
+    } catch (error) {
+      if (error instanceof FormatLimitError) throw this.error(entry, error.message);
+      throw error;
     }
   }
 

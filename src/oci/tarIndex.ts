@@ -51,10 +51,7 @@ export async function scanTarFile(archivePath: string, onMember: (member: TarMem
     const extended = new ExtendedHeaders();
     while (offsetBytes + TAR_BLOCK_BYTES <= fileBytes) {
       const block = await window.read(offsetBytes, TAR_BLOCK_BYTES);
-      if (isZeroBlock(block)) {
-        if (extended.awaitingMember) throw new TarFormatError('archive is truncated: an extended header has no member after it', offsetBytes);
-        return;
-      }
+      if (isZeroBlock(block)) break;
       const header = decodeTarHeader(block, offsetBytes);
       const dataOffsetBytes = offsetBytes + TAR_BLOCK_BYTES;
       if (ExtendedHeaders.isExtendedHeader(header.typeflag)) {
@@ -73,6 +70,7 @@ export async function scanTarFile(archivePath: string, onMember: (member: TarMem
       // Skip the data the size field announces (links and directories normally announce none).
       offsetBytes = dataOffsetBytes + paddedBytes(sizeBytes);
     }
+    // At the end-of-archive marker or the end of the file, an extended header must not still wait for its member.
     if (extended.awaitingMember) throw new TarFormatError('archive is truncated: an extended header has no member after it', offsetBytes);
   } finally {
     await handle.close();

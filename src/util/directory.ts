@@ -30,32 +30,27 @@ function errnoProblem(error: unknown): string {
  * directory, or that cannot be created, is an {@link OutputDirectoryError} naming `role`.
  */
 export async function makeDirectory(dir: string, role: string): Promise<void> {
+  const target = path.resolve(dir);
   const missing: string[] = [];
-  let at = path.resolve(dir);
-  for (;;) {
-    let isDirectory: boolean;
-    try {
-      isDirectory = (await stat(at)).isDirectory();
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code === 'ENOTDIR') throw new OutputDirectoryError(role, dir, 'a parent is not a directory');
-      if (code !== 'ENOENT') throw new OutputDirectoryError(role, dir, errnoProblem(error));
-      missing.push(at);
-      const parent = path.dirname(at);
-      if (parent === at) break;
-      at = parent;
-      continue;
+  for (let at = target; ; at = path.dirname(at)) {
+    const found = await stat(at).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined;
+      throw new OutputDirectoryError(role, dir, error.code === 'ENOTDIR' ? 'a parent is not a directory' : errnoProblem(error));
+    });
+    if (found !== undefined) {
+      if (!found.isDirectory()) throw new OutputDirectoryError(role, dir, at === target ? 'exists and is not a directory' : `${at} is not a directory`);
+      break;
     }
-    if (!isDirectory) throw new OutputDirectoryError(role, dir, at === path.resolve(dir) ? 'exists and is not a directory' : `${at} is not a directory`);
-    break;
+    missing.push(at);
+    if (path.dirname(at) === at) break;
   }
   for (const level of missing.reverse()) {
     try {
       await mkdir(level);
     } catch (error) {
-      // Made meanwhile by a concurrent build into the same directory.
-      if ((error as NodeJS.ErrnoException).code === 'EEXIST' && (await stat(level).catch(() => undefined))?.isDirectory() === true) continue;
       const code = (error as NodeJS.ErrnoException).code;
+      // Made meanwhile by a concurrent build into the same directory.
+      if (code === 'EEXIST' && (await stat(level).catch(() => undefined))?.isDirectory() === true) continue;
       throw new OutputDirectoryError(role, dir, code === 'ENOENT' ? `cannot create ${level} (its parent takes no new entries)` : errnoProblem(error));
     }
   }

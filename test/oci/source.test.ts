@@ -16,7 +16,7 @@ import {
 } from '../../src/oci/errors.js';
 import { openImageSource, probeImageSource } from '../../src/oci/source.js';
 import { readLayerEntries } from '../../src/oci/tarEntries.js';
-import { TYPEFLAG } from '../../src/oci/tarHeader.js';
+import { TYPEFLAG, encodePaxRecords, encodeTarHeader, paddingBytes } from '../../src/oci/tarHeader.js';
 import type { ImageSource } from '../../src/oci/types.js';
 import { runChecked } from '../helpers/exec.js';
 import { withTempDir } from '../helpers/tmp.js';
@@ -278,6 +278,11 @@ test('lone layer tarballs (.tar, .tar.gz, .tar.zst) are recognized by content; a
     const framedSource = await openImageSource(framed);
     assert.equal(framedSource.kind, 'layer-tarball');
     assert.deepEqual(await collect(await framedSource.openLayer(framedSource.images[0]!.layers[0]!)), TOP);
+    // A PAX header whose member is missing before the end-of-archive marker (the file is scanned as an archive first).
+    const pax = encodePaxRecords([['SCHILY.xattr.user.k', Buffer.from('v')]]);
+    const dangling = join(dir, 'dangling.tar');
+    await writeFile(dangling, Buffer.concat([makeTar([{ name: 'a', data: 'x' }], { endMarker: false }), encodeTarHeader({ name: 'pax', typeflag: TYPEFLAG.paxLocal, sizeBytes: pax.length }), pax, Buffer.alloc(paddingBytes(pax.length)), Buffer.alloc(1024)]));
+    await assertFails(openImageSource(dangling), InvalidImageSourceError, [/dangling\.tar: archive is truncated: an extended header has no member after it/]);
     assert.equal((await openImageSource(join(dir, 'layer.tar.gz'))).images[0]!.name, 'layer');
     await assertFails(openImageSource(`${join(dir, 'layer.tar')}:tag`), InvalidImageSourceError, [/a layer tarball has no tags/]);
 

@@ -26,6 +26,16 @@ async function blobStatus(host: string, repository: string, digest: string): Pro
   return (await fetch(`http://${host}/v2/${repository}/blobs/${digest}`, { method: 'HEAD' })).status;
 }
 
+/** A layer of 6 MiB of random (incompressible) data and a marker file saying `marker`. */
+function largeLayerTar(marker: string): Buffer {
+  return makeTar([
+    { name: './', typeflag: TYPEFLAG.dir, mode: 0o755 },
+    { name: './big.bin', data: randomBytes(6 << 20) },
+    { name: './etc/', typeflag: TYPEFLAG.dir, mode: 0o755 },
+    { name: './etc/marker', data: `${marker}\n` },
+  ]);
+}
+
 test('faults: wrong digests, 404, 500 and an unreachable registry are one-line errors, and nothing is written', async () => {
   await withTempDir(async (dir) => {
     await withRegistry({}, async (registry) => {
@@ -128,13 +138,8 @@ test('faults: the registry killed in the middle of a blob upload: back at once, 
   await withTempDir(async (dir) => {
     await withRegistry({}, async (registry) => {
       const layout = join(dir, 'layout');
-      // Random data (incompressible, several MiB) so the blob upload is many chunks long.
-      const tar = makeTar([
-        { name: './', typeflag: TYPEFLAG.dir, mode: 0o755 },
-        { name: './big.bin', data: randomBytes(6 << 20) },
-        { name: './etc/', typeflag: TYPEFLAG.dir, mode: 0o755 },
-        { name: './etc/marker', data: 'restart\n' },
-      ]);
+      // Several MiB of random data, so the blob upload is many chunks long.
+      const tar = largeLayerTar('restart');
       await writeLayout(layout, [{ tag: 'v1', layers: [{ tar, compression: 'gzip' }] }]);
       const out = join(dir, 'out');
       const built = (await build([`${layout}:v1`], { outputDir: out })).images[0]!;
@@ -242,13 +247,8 @@ test('faults: a layer download cut midway resumes where it broke (Range), also f
   await withTempDir(async (dir) => {
     await withRegistry({}, async (registry) => {
       const layout = join(dir, 'layout');
-      // Random data, gzip: the layer blob is several MiB, so a cut after 1 MiB is in its middle.
-      const tar = makeTar([
-        { name: './', typeflag: TYPEFLAG.dir, mode: 0o755 },
-        { name: './big.bin', data: randomBytes(5 << 20) },
-        { name: './etc/', typeflag: TYPEFLAG.dir, mode: 0o755 },
-        { name: './etc/marker', data: 'resume\n' },
-      ]);
+      // Several MiB of random data, gzip: a cut after 1 MiB is in the middle of the layer blob.
+      const tar = largeLayerTar('resume');
       const [image] = await writeLayout(layout, [{ tag: 'v1', layers: [{ tar, compression: 'gzip' }] }]);
       const layerPath = `/v2/syn/cut/blobs/${image!.layerDigests[0]!}`;
       await pushLayoutImages(layout, ['v1'], `docker://${registry.host}/syn/cut:v1`);

@@ -355,8 +355,10 @@ export class RegistryClient {
           }
           return;
         } catch (error) {
-          const problem = `connection lost while reading the blob: ${networkProblem(error)}`;
-          if (resumes >= client.retries) throw new RegistryUnreachableError(reference, 'GET', path, resumes === 0 ? problem : `${problem} (${resumes + 1} attempts)`);
+          if (resumes >= client.retries) {
+            const lost = new RegistryUnreachableError(reference, 'GET', path, `connection lost while reading the blob: ${networkProblem(error)}`);
+            throw resumes === 0 ? lost : withAttempts(lost, resumes + 1);
+          }
           await client.waitBeforeRetry(resumes + 1);
         }
       }
